@@ -1,0 +1,66 @@
+"""Masks: the lab's pixel-to-token rule, free-form brush holes, and training masks for MVTM."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.mask_schedule import mask_schedule
+
+MASK_TOKEN = 1024  # the lab's mask token id: one past the last codebook entry
+
+
+def token_mask_from_pixels(mask64: torch.Tensor) -> torch.Tensor:
+    """The lab rule. mask64: (B, 64, 64) with 1 = known, 0 = hole (or 0/255 uint8).
+
+    Average-pool twice with 2x2 windows; a token is masked (True) where the pooled value is not
+    exactly 1, i.e. any pixel of its 4x4 patch is a hole. Returns bool (B, 256), row-major.
+    """
+    m = mask64.float()
+    if m.max() > 1:
+        m = m / 255.0
+    m = F.avg_pool2d(F.avg_pool2d(m[:, None], 2), 2)
+    return (m != 1.0).flatten(1)
+
+
+def brush_masks(n: int, seed: int, size: int = 64, hole_range=(0.15, 0.35)) -> np.ndarray:
+    """Free-form random-walk brush holes, lab-style. uint8 (n, size, size): 0 = hole, 255 = known.
+
+    Each mask draws a target hole fraction from `hole_range`, then paints random-walk strokes of
+    round brushes until the target is reached.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = np.full((n, size, size), 255, np.uint8)
+    for i in range(n):
+        hole = np.zeros((size, size), bool)
+        target = rng.uniform(*hole_range) * size * size
+        while hole.sum() < target:
+            y, x = rng.uniform(8, size - 8, 2)
+            angle = rng.uniform(0, 2 * math.pi)
+            radius = rng.uniform(2.0, 5.0)
+            for _ in range(rng.integers(4, 16)):
+                hole |= (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+                if hole.sum() >= target:
+                    break
+                angle += rng.normal(0, 0.6)
+                step = rng.uniform(1.5, 4.0)
+                y = float(np.clip(y + step * math.sin(angle), 0, size - 1))
+                x = float(np.clip(x + step * math.cos(angle), 0, size - 1))
+        out[i][hole] = 0
+    return out
+
+
+def mvtm_mask(batch: int, num_tokens: int, schedule: str = "cosine", generator=None, device="cpu"):
+    """Training masks for masked visual token modelling. Returns bool (batch, num_tokens).
+
+    Per sample r ~ U(0, 1); exactly ceil(γ(r)·num_tokens) tokens, chosen uniformly, are masked
+    (at least one, so every sample carries a loss).
+    """
+    r = torch.rand(batch, generator=generator, device=device)
+    n = torch.ceil(mask_schedule(r.double(), schedule) * num_tokens).long().clamp(1, num_tokens)
+    scores = torch.rand(batch, num_tokens, generator=generator, device=device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return ranks < n[:, None].to(device)

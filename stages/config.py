@@ -1,0 +1,110 @@
+"""Parameters: read `params.yaml`, apply `-S key=value` overrides, resolve the profile.
+
+`profile` selects a block of `profiles:` in params.yaml. A profile fills only the values that are
+left `null` in the main sections, so an explicit parameter (in the file or given with `-S`, exactly
+as `dvc exp run -S` writes it) always wins over the profile.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A parameter or input is wrong; the message names it and says what was expected."""
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r}: expected KEY=VALUE, e.g. -S T=12")
+        parsed = yaml.safe_load(value) if value != "" else None
+        # Keep digit strings such as checksums ("00ab…", "0000…") as written.
+        if isinstance(parsed, int) and not isinstance(parsed, bool) and str(parsed) != value.strip():
+            parsed = value.strip()
+        out[key.strip()] = parsed
+    return out
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"parameter {key!r}: {part!r} is not a parameter group in {PARAMS_FILE}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"parameter {key!r} does not exist in {PARAMS_FILE}")
+    node[parts[-1]] = value
+
+
+def get_dotted(tree: dict, key: str) -> Any:
+    node = tree
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _fill_nulls(tree: dict, defaults: dict, prefix: str = "") -> None:
+    for key, value in defaults.items():
+        name = f"{prefix}{key}"
+        if key not in tree:
+            raise ConfigError(f"profile sets {name!r}, which is not a parameter in {PARAMS_FILE}")
+        if isinstance(value, dict) and isinstance(tree[key], dict):
+            _fill_nulls(tree[key], value, name + ".")
+        elif tree[key] is None:
+            tree[key] = copy.deepcopy(value)
+
+
+def resolve(params: dict, overrides: dict[str, Any] | None = None) -> dict:
+    """Apply overrides, then fill the profile's values into what is still null."""
+    cfg = copy.deepcopy(params)
+    profiles = cfg.pop("profiles", {}) or {}
+    for key, value in (overrides or {}).items():
+        if key == "profiles" or key.startswith("profiles."):
+            set_dotted({"profiles": profiles}, key, value)
+        else:
+            set_dotted(cfg, key, value)
+    name = cfg.get("profile")
+    if name not in profiles:
+        raise ConfigError(f"parameter 'profile' is {name!r}; expected one of {sorted(profiles)}")
+    _fill_nulls(cfg, profiles[name])
+    return cfg
+
+
+def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run the stages from the project root")
+    with open(path) as f:
+        params = yaml.safe_load(f)
+    return resolve(params, parse_overrides(overrides or []))
+
+
+def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:
+    """The common command line of every stage: `-S key=value` overrides plus stage options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a parameter (dotted key, as dvc exp run -S)")
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_args()
+    return load(args.overrides), args
+
+
+def run(main) -> None:
+    """Run a stage's main(); a ConfigError becomes one clear line on stderr and exit status 2."""
+    import sys
+
+    try:
+        main()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

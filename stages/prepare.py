@@ -1,0 +1,197 @@
+"""Stage `prepare`: any data source → train/val arrays and a lab-layout test set with ground truth.
+
+Outputs in data/prepared/: train.npy, val.npy (uint8 N x 64 x 64 x 3), test/masked_image/image_000.png …,
+test/mask64/mask_000.png …, test/masked.npy, test/mask64.npy, test/gt.npy and test/test_gt.csv (when
+ground truth exists), summary.json and the resolved config.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.masking import brush_masks, token_mask_from_pixels
+from model.synthetic import synthetic_faces
+from stages import sources
+from stages.common import atomic_dir, save_json, save_png, write_resolved
+from stages.config import ConfigError, cli, run
+
+OUT = Path("data/prepared")
+DOWNLOADS = Path("data/downloads")
+LAB_SIZES = {"train": 12000, "val": 3000, "test": 747}
+
+
+def split_sizes(n: int, sizes: dict) -> dict:
+    """Test first (the lab's 747, at most a tenth of the images), then train:val in the lab's 4:1."""
+    if n < 3:
+        raise ConfigError(f"data.source: only {n} distinct images; need at least 3 to split train/val/test")
+    test = max(1, min(sizes["test"], n // 10))
+    val = max(1, min(sizes["val"], round((n - test) * LAB_SIZES["val"] / (LAB_SIZES["train"] + LAB_SIZES["val"]))))
+    train = min(sizes["train"], n - test - val)
+    return {"train": train, "val": val, "test": test}
+
+
+def decode_all(files: list[Path], skip_bad: bool) -> tuple[list[np.ndarray], list[Path]]:
+    images, bad = [], []
+    for path in tqdm(files, desc="decode", unit="img", mininterval=1.0):
+        try:
+            images.append(sources.decode_rgb(path))
+        except Exception:
+            bad.append(path)
+    if bad and not skip_bad:
+        shown = ", ".join(str(p) for p in bad[:10]) + (" …" if len(bad) > 10 else "")
+        raise ConfigError(f"{len(bad)} file(s) could not be decoded as images: {shown}; "
+                          "fix or remove them, or set data.skip_bad: true to skip them")
+    return images, bad
+
+
+def dedup(images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    seen, kept = set(), []
+    for img in images:
+        key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).digest()
+        if key not in seen:
+            seen.add(key)
+            kept.append(img)
+    return kept, len(images) - len(kept)
+
+
+def test_set_from_images(gt: np.ndarray, seed: int, hole_range) -> dict:
+    masks = brush_masks(len(gt), seed=seed + 1, hole_range=hole_range)
+    masked = gt.copy()
+    masked[masks == 0] = 128
+    return {"masked": masked, "mask64": masks, "gt": gt}
+
+
+def from_images(images: list[np.ndarray], data: dict, summary: dict) -> tuple[dict, dict]:
+    if data["dedup"]:
+        images, dropped = dedup(images)
+        summary["duplicates_dropped"] = dropped
+    images = np.stack([sources.to_64(im) for im in images])
+    sizes = split_sizes(len(images), data["sizes"])
+    order = np.random.default_rng(data["seed"]).permutation(len(images))
+    test_idx = order[:sizes["test"]]
+    val_idx = order[sizes["test"]:sizes["test"] + sizes["val"]]
+    train_idx = order[sizes["test"] + sizes["val"]:][:sizes["train"]]
+    test = test_set_from_images(images[test_idx], data["seed"], (data["hole_min"], data["hole_max"]))
+    return {"train": images[train_idx], "val": images[val_idx]}, test
+
+
+def from_lab(layout: sources.LabLayout, data: dict, summary: dict) -> tuple[dict, dict]:
+    arrays = {}
+    for split in ("train", "val"):
+        files = getattr(layout, split)
+        images, bad = decode_all(files, data["skip_bad"])
+        summary[f"{split}_skipped_bad"] = len(bad)
+        arrays[split] = _stack_64(images, [f for f in files if f not in set(bad)])
+        summary[f"{split}_count"] = len(arrays[split])
+    masked = _stack_64([sources.decode_rgb(p) for p in layout.masked], layout.masked)
+    masks = np.stack([_read_mask(p) for p in layout.masks])
+    test = {"masked": masked, "mask64": masks, "gt": None}
+    if data["test_gt"]:
+        test["gt"] = sources.read_test_gt_csv(Path(data["test_gt"]), len(masked))
+    else:
+        print("prepare: no data.test_gt given for the lab test set: FID will be disabled "
+              "(set data.test_gt to the lab's test_gt.csv to enable it)")
+    return arrays, test
+
+
+def _stack_64(images: list[np.ndarray], files: list[Path]) -> np.ndarray:
+    for img, path in zip(images, files):
+        if img.shape != (64, 64, 3):
+            raise ConfigError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, the lab layout needs 64x64")
+    if not images:
+        return np.zeros((0, 64, 64, 3), np.uint8)
+    return np.stack(images)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    m = sources.decode_rgb(path)[..., 0]
+    if m.shape != (64, 64):
+        raise ConfigError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, expected 64x64")
+    return np.where(m >= 128, 255, 0).astype(np.uint8)
+
+
+def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
+    """Resolve `data.source` to (train/val arrays, test set, summary), checking inputs first."""
+    source = data["source"]
+    sha256 = str(data["sha256"]).lower() if data["sha256"] else None
+    summary = {"source": str(source)}
+    if source is None or str(source).strip() == "":
+        raise ConfigError("data.source is empty; expected 'synthetic', a path, or an http(s) URL")
+    source = str(source)
+    if source == "synthetic":
+        images = synthetic_faces(data["synthetic_count"], seed=data["seed"])
+        summary["images_in"] = len(images)
+        return (*from_images(list(images), {**data, "dedup": False}, summary), summary)
+    if source.startswith(("http://", "https://")):
+        path = sources.download(source, DOWNLOADS, sha256)
+    elif "://" in source:
+        raise ConfigError(f"data.source {source!r}: unsupported URL scheme; expected http(s)://")
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ConfigError(f"data.source: {path} does not exist; expected 'synthetic', a folder, "
+                              "an archive (zip, tar, tar.gz) or an http(s) URL")
+        if sha256 and path.is_file() and sources.sha256_of(path) != sha256:
+            raise ConfigError(f"data.sha256: {path} does not match the expected checksum")
+    if path.is_file():
+        if not sources.is_archive(path):
+            raise ConfigError(f"data.source: {path} is a file but not a zip or tar archive")
+        path = sources.extract(path, workdir / "extracted")
+    root = sources.single_root(path)
+    layout = sources.find_lab_layout(root)
+    if layout is not None:
+        summary["layout"] = "lab"
+        return (*from_lab(layout, data, summary), summary)
+    files = sources.image_files(root)
+    if not files:
+        raise ConfigError(f"data.source: no image files found in {path}")
+    images, bad = decode_all(files, data["skip_bad"])
+    if not images:
+        raise ConfigError(f"data.source: none of the {len(files)} files in {path} could be decoded")
+    summary.update(layout="images", images_in=len(images), skipped_bad=len(bad))
+    return (*from_images(images, data, summary), summary)
+
+
+def write_outputs(out: Path, arrays: dict, test: dict, summary: dict, cfg: dict) -> None:
+    for split, arr in arrays.items():
+        np.save(out / f"{split}.npy", arr)
+    tdir = out / "test"
+    (tdir / "masked_image").mkdir(parents=True)
+    (tdir / "mask64").mkdir()
+    width = max(3, len(str(len(test["masked"]) - 1)))
+    for i, (img, mask) in enumerate(zip(test["masked"], test["mask64"])):
+        save_png(img, tdir / "masked_image" / f"image_{i:0{width}d}.png")
+        save_png(mask, tdir / "mask64" / f"mask_{i:0{width}d}.png")
+    np.save(tdir / "masked.npy", test["masked"])
+    np.save(tdir / "mask64.npy", test["mask64"])
+    if test["gt"] is not None:
+        np.save(tdir / "gt.npy", test["gt"])
+        sources.write_test_gt_csv(test["gt"], tdir / "test_gt.csv")
+    token_masks = token_mask_from_pixels(torch.from_numpy(test["mask64"]))
+    summary.update(
+        train=len(arrays["train"]), val=len(arrays["val"]), test=len(test["masked"]),
+        has_ground_truth=test["gt"] is not None,
+        hole_fraction_mean=round(float((test["mask64"] == 0).mean()), 4),
+        masked_token_fraction_mean=round(float(token_masks.float().mean()), 4),
+    )
+    save_json(summary, out / "summary.json")
+    write_resolved(cfg, out)
+
+
+def main() -> None:
+    cfg, _ = cli(__doc__)
+    data = cfg["data"]
+    with tempfile.TemporaryDirectory(prefix="prepare-") as work:
+        arrays, test, summary = load_source(data, Path(work))
+        with atomic_dir(OUT) as out:
+            write_outputs(out, arrays, test, summary, cfg)
+    print("prepare: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    run(main)

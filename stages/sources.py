@@ -1,0 +1,209 @@
+"""Getting images in: URLs (resumable, checksummed), archives (extracted safely), folders, the lab layout."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from stages.config import ConfigError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, cache_dir: Path, sha256: str | None = None, timeout: float = 30) -> Path:
+    """Stream `url` into `cache_dir`, resuming a partial `.part` file, and verify its sha256."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    final = cache_dir / name
+    if final.exists() and (sha256 is None or sha256_of(final) == sha256):
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # our partial file is already complete (or bigger): restart
+            part.unlink()
+            return download(url, cache_dir, sha256, timeout)
+        raise ConfigError(f"data.source: download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ConfigError(f"data.source: cannot reach {url}: {getattr(e, 'reason', e)}") from None
+    with response:
+        resumed = start and response.status == 206
+        total = response.headers.get("Content-Length")
+        total = int(total) + (start if resumed else 0) if total else None
+        with open(part, "ab" if resumed else "wb") as f, tqdm(
+            total=total, initial=start if resumed else 0, unit="B", unit_scale=True,
+            desc=f"download {name}",
+        ) as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
+    if sha256 is not None:
+        got = sha256_of(part)
+        if got != sha256.lower():
+            part.unlink()
+            raise ConfigError(f"data.sha256: {url} has sha256 {got}, expected {sha256}; the download was removed")
+    part.replace(final)
+    return final
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path))
+
+
+def _check_member(archive: Path, name: str, is_link: bool) -> None:
+    parts = Path(name).parts
+    if is_link:
+        raise ConfigError(f"{archive}: refusing to extract the link {name!r}; nothing was extracted")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise ConfigError(f"{archive}: refusing unsafe entry {name!r} (absolute or '..'); nothing was extracted")
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Extract a zip or tar(.gz) after checking every entry; refuse the whole archive on one bad entry."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                _check_member(archive, info.filename, is_link)
+            z.extractall(dest)
+    else:
+        with tarfile.open(archive) as t:
+            members = t.getmembers()
+            for m in members:
+                _check_member(archive, m.name, m.issym() or m.islnk() or not (m.isfile() or m.isdir()))
+            t.extractall(dest, members=members, filter="data")
+    return dest
+
+
+def single_root(folder: Path) -> Path:
+    """Descend through wrapper folders that hold nothing but one folder."""
+    while True:
+        entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        if len(entries) == 1 and entries[0].is_dir():
+            folder = entries[0]
+        else:
+            return folder
+
+
+def looks_like_image(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head.startswith(IMAGE_MAGIC)
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith(".") and looks_like_image(p))
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """Decode by content (the lab stores JPEG bytes under .png names) into uint8 RGB."""
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return np.asarray(im.convert("RGB"))
+
+
+def to_64(img: np.ndarray, size: int = 64) -> np.ndarray:
+    """Centre-crop to a square, then resize to size x size."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    img = img[top:top + s, left:left + s]
+    if s != size:
+        img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    return img
+
+
+# ---------------------------------------------------------------- the lab layout
+@dataclass
+class LabLayout:
+    train: list[Path]
+    val: list[Path]
+    masked: list[Path]
+    masks: list[Path]
+
+
+def _find(root: Path, name: str) -> Path | None:
+    for base in (root, root / "cat_face"):
+        if (base / name).is_dir():
+            return base / name
+    return None
+
+
+def find_lab_layout(root: Path) -> LabLayout | None:
+    """The lab zip's layout (`train/ val/ masked_image/ mask64/`, maybe under `cat_face/`), or None."""
+    masked, masks = _find(root, "masked_image"), _find(root, "mask64")
+    if masked is None and masks is None:
+        return None
+    if masked is None or masks is None:
+        missing = "masked_image/" if masked is None else "mask64/"
+        raise ConfigError(f"{root}: lab layout without {missing}; expected both masked_image/ and mask64/")
+    listing = {}
+    for name in ("train", "val"):
+        folder = _find(root, name)
+        listing[name] = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg")) if folder else []
+    masked_files = {_serial(p): p for p in masked.glob("image_*.png")}
+    mask_files = {_serial(p): p for p in masks.glob("mask_*.png")}
+    unpaired = sorted(set(masked_files) ^ set(mask_files))
+    if unpaired or not masked_files:
+        names = [str(masked_files.get(s) or mask_files.get(s)) for s in unpaired[:10]]
+        raise ConfigError(f"{root}: masked images and masks do not pair up by serial number "
+                          f"({len(masked_files)} images, {len(mask_files)} masks); unpaired: {names}")
+    order = sorted(masked_files)
+    return LabLayout(listing["train"], listing["val"], [masked_files[s] for s in order],
+                     [mask_files[s] for s in order])
+
+
+def _serial(path: Path) -> int:
+    m = re.search(r"(\d+)$", path.stem)
+    if not m:
+        raise ConfigError(f"{path}: expected a serial number in the name (image_000.png / mask_000.png)")
+    return int(m.group(1))
+
+
+def read_test_gt_csv(path: Path, expected_rows: int) -> np.ndarray:
+    """The lab's ground-truth CSV: a header row, then one row of 12288 uint8 (HWC) per test image."""
+    if not path.is_file():
+        raise ConfigError(f"data.test_gt: {path} not found")
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    except ValueError as e:
+        raise ConfigError(f"data.test_gt: {path} is not a CSV of integers: {e}") from None
+    if rows.shape != (expected_rows, 64 * 64 * 3) or rows.min() < 0 or rows.max() > 255:
+        raise ConfigError(f"data.test_gt: {path} has shape {rows.shape}, expected ({expected_rows}, 12288) "
+                          "uint8 values (one row per masked image, HWC order, after a header row)")
+    return rows.astype(np.uint8).reshape(-1, 64, 64, 3)
+
+
+def write_test_gt_csv(images: np.ndarray, path: Path) -> None:
+    flat = images.reshape(len(images), -1)
+    with open(path, "w") as f:
+        f.write(",".join(str(i) for i in range(flat.shape[1])) + "\n")
+        for row in flat:
+            f.write(",".join(map(str, row.tolist())) + "\n")
+

@@ -1,0 +1,277 @@
+"""The prepare stage: every kind of data.source, the lab layout, and every bad input."""
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CATS64, LAB_SAMPLE, needs_cats64, needs_lab_sample
+from model.masking import token_mask_from_pixels
+from stages import sources
+from stages.common import load_png
+
+PREPARED = ("data", "prepared")
+
+
+def summary(project):
+    return json.loads(project.path(*PREPARED, "summary.json").read_text())
+
+
+def write_images(folder: Path, n: int, size=(80, 70), seed=0, fmt="JPEG"):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.{fmt.lower()}", format=fmt)
+    return folder
+
+
+def tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ the lab's rule and layout
+@needs_lab_sample
+def test_lab_sample_mask_gives_99_tokens():
+    mask = load_png(LAB_SAMPLE / "mask64" / "mask_000.png", "L")
+    assert int(token_mask_from_pixels(torch.tensor(mask)[None]).sum()) == 99
+
+
+def test_token_rule_matches_any_hole_in_patch():
+    rng = np.random.default_rng(0)
+    masks = np.where(rng.random((8, 64, 64)) < 0.02, 0, 255).astype(np.uint8)
+    ref = (masks.reshape(8, 16, 4, 16, 4) == 0).any(axis=(2, 4)).reshape(8, 256)
+    assert np.array_equal(token_mask_from_pixels(torch.tensor(masks)).numpy(), ref)
+
+
+def lab_copy(dst: Path, nest: bool = False) -> Path:
+    inner = dst / "cat_face" if nest else dst
+    for name in ("train", "val", "masked_image"):
+        shutil.copytree(LAB_SAMPLE / name, inner / name)
+    shutil.copytree(LAB_SAMPLE / "mask64", dst / "mask64")
+    return dst
+
+
+@needs_lab_sample
+def test_lab_folder(project, tmp_path):
+    src = lab_copy(tmp_path / "lab")
+    project.run("prepare", f"data.source={src}")
+    s = summary(project)
+    assert (s["layout"], s["train"], s["val"], s["test"], s["has_ground_truth"]) == ("lab", 1, 1, 1, False)
+    train = np.load(project.path(*PREPARED, "train.npy"))
+    assert train.shape == (1, 64, 64, 3) and train.dtype == np.uint8
+    ours = load_png(project.path(*PREPARED, "test", "masked_image", "image_000.png"))
+    assert np.array_equal(ours, load_png(LAB_SAMPLE / "masked_image" / "image_000.png"))
+    mask = load_png(project.path(*PREPARED, "test", "mask64", "mask_000.png"), "L")
+    assert np.array_equal(mask, load_png(LAB_SAMPLE / "mask64" / "mask_000.png", "L"))
+    assert not project.path(*PREPARED, "test", "test_gt.csv").exists()
+
+
+@needs_lab_sample
+def test_lab_zip_nested_with_ground_truth_csv(project, tmp_path):
+    src = lab_copy(tmp_path / "lab", nest=True)
+    archive = shutil.make_archive(str(tmp_path / "lab5_dataset"), "zip", tmp_path, "lab")
+    gt = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    sources.write_test_gt_csv(gt, tmp_path / "test_gt.csv")
+    project.run("prepare", f"data.source={archive}", f"data.test_gt={tmp_path / 'test_gt.csv'}")
+    s = summary(project)
+    assert s["layout"] == "lab" and s["has_ground_truth"] is True
+    assert np.array_equal(np.load(project.path(*PREPARED, "test", "gt.npy")), gt)
+    assert src.exists()
+
+
+def test_test_gt_csv_round_trip_and_shape_check(tmp_path):
+    gt = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    sources.write_test_gt_csv(gt, tmp_path / "gt.csv")
+    lines = (tmp_path / "gt.csv").read_text().splitlines()
+    assert len(lines) == 4 and len(lines[1].split(",")) == 12288
+    assert lines[1].split(",")[:3] == [str(v) for v in gt[0, 0, 0]]  # HWC order
+    assert np.array_equal(sources.read_test_gt_csv(tmp_path / "gt.csv", 3), gt)
+    with pytest.raises(ValueError, match="expected \\(2, 12288\\)"):
+        sources.read_test_gt_csv(tmp_path / "gt.csv", 2)
+
+
+# ------------------------------------------------------------------ generic images, synthetic, URLs
+def test_image_folder_crops_resizes_dedups_and_splits(project, tmp_path):
+    folder = write_images(tmp_path / "imgs", 40, fmt="PNG")
+    shutil.copy(folder / "3.png", folder / "copy_of_3.png")
+    (folder / "notes.txt").write_text("not an image")
+    project.run("prepare", f"data.source={folder}")
+    s = summary(project)
+    assert s["images_in"] == 41 and s["duplicates_dropped"] == 1
+    assert (s["train"], s["val"], s["test"]) == (29, 7, 4)
+    masked = np.load(project.path(*PREPARED, "test", "masked.npy"))
+    masks = np.load(project.path(*PREPARED, "test", "mask64.npy"))
+    gt = np.load(project.path(*PREPARED, "test", "gt.npy"))
+    assert masked.shape == gt.shape == (4, 64, 64, 3)
+    assert set(np.unique(masks)) <= {0, 255}
+    assert (masked[masks == 0] == 128).all() and np.array_equal(masked[masks == 255], gt[masks == 255])
+    frac = (masks == 0).mean(axis=(1, 2))
+    assert ((frac >= 0.15) & (frac <= 0.36)).all()
+
+
+def test_tar_gz_source(project, tmp_path):
+    folder = write_images(tmp_path / "imgs", 12)
+    with tarfile.open(tmp_path / "imgs.tar.gz", "w:gz") as t:
+        t.add(folder, arcname="imgs")
+    project.run("prepare", f"data.source={tmp_path / 'imgs.tar.gz'}")
+    assert summary(project)["images_in"] == 12
+
+
+def test_synthetic_is_byte_identical_for_a_seed(project, tmp_path):
+    project.run("prepare", "data.synthetic_count=200")
+    first = tree_digest(project.path(*PREPARED))
+    project.run("prepare", "data.synthetic_count=200")
+    assert tree_digest(project.path(*PREPARED)) == first
+    project.run("prepare", "data.synthetic_count=200", "data.seed=1")
+    assert tree_digest(project.path(*PREPARED))["train.npy"] != first["train.npy"]
+
+
+@needs_cats64
+def test_cats64(project):
+    project.run("prepare", f"data.source={CATS64}")
+    s = summary(project)
+    assert (s["images_in"], s["duplicates_dropped"], s["test"]) == (8303, 0, 747)
+    assert 0.3 <= s["masked_token_fraction_mean"] <= 0.5  # the lab's sample mask: 99/256 = 0.39
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with support for `Range: bytes=N-`, as real servers do."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = lambda *a, **k: RangeHandler(*a, directory=str(root), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_url_download_with_checksum_and_resume(project, tmp_path, server):
+    root, base = server
+    folder = write_images(tmp_path / "imgs", 15)
+    archive = Path(shutil.make_archive(str(root / "cats"), "zip", folder))
+    digest = sources.sha256_of(archive)
+    # A half-finished earlier download must be resumed, not restarted.
+    part = project.path("data", "downloads", "cats.zip.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(archive.read_bytes()[:1000])
+    project.run("prepare", f"data.source={base}/cats.zip", f"data.sha256={digest}")
+    assert summary(project)["images_in"] == 15
+    assert project.path("data", "downloads", "cats.zip").read_bytes() == archive.read_bytes()
+    assert not part.exists()
+
+
+def test_url_wrong_checksum_and_unreachable(project, server):
+    root, base = server
+    (root / "x.zip").write_bytes(b"PK not really")
+    err = project.fails("prepare", f"data.source={base}/x.zip", "data.sha256=" + "0" * 64)
+    assert "data.sha256" in err and "x.zip" in err
+    assert not project.path("data", "downloads", "x.zip.part").exists()
+    err = project.fails("prepare", f"data.source={base}/missing.zip")
+    assert "404" in err and "missing.zip" in err
+    err = project.fails("prepare", "data.source=http://127.0.0.1:9/none.zip")
+    assert "cannot reach" in err
+    assert not project.path(*PREPARED).exists()
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_sources_fail_clearly_without_output(project, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("hello")
+    cases = {
+        f"data.source={tmp_path / 'nope'}": "does not exist",
+        f"data.source={tmp_path / 'empty'}": "no image files",
+        f"data.source={tmp_path / 'texts'}": "no image files",
+        "data.source=ftp://example.org/x.zip": "unsupported URL scheme",
+        f"data.source={tmp_path / 'texts' / 'a.txt'}": "not a zip or tar",
+        "profile=huge": "profile",
+        "data.nonsense=1": "data.nonsense",
+    }
+    for override, message in cases.items():
+        err = project.fails("prepare", override)
+        assert message in err, (override, err)
+        assert "Traceback" not in err
+    assert not project.path(*PREPARED).exists()
+
+
+def test_undecodable_file_is_named_or_skipped(project, tmp_path):
+    folder = write_images(tmp_path / "imgs", 12)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    err = project.fails("prepare", f"data.source={folder}")
+    assert "broken.jpg" in err and "data.skip_bad" in err
+    assert not project.path(*PREPARED).exists()
+    project.run("prepare", f"data.source={folder}", "data.skip_bad=true")
+    assert summary(project)["skipped_bad"] == 1
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_unsafe_archives_are_refused(project, tmp_path, kind):
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(good, format="PNG")
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as t:
+        info = tarfile.TarInfo("ok/fine.png")
+        info.size = len(good.getvalue())
+        t.addfile(info, io.BytesIO(good.getvalue()))
+        bad = tarfile.TarInfo({"dotdot": "ok/../../evil.png", "absolute": "/tmp/evil.png", "symlink": "ok/link"}[kind])
+        if kind == "symlink":
+            bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(bad)
+        else:
+            bad.size = len(good.getvalue())
+            t.addfile(bad, io.BytesIO(good.getvalue()))
+    err = project.fails("prepare", f"data.source={archive}")
+    assert "refusing" in err and "nothing was extracted" in err
+
+
+def test_unsafe_zip_refused_before_extraction(tmp_path):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("fine.png", b"x")
+        z.writestr("../evil.png", b"x")
+    with pytest.raises(ValueError, match="refusing"):
+        sources.extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "fine.png").exists() and not (tmp_path / "evil.png").exists()
+
+
+@needs_lab_sample
+def test_lab_layout_errors(project, tmp_path):
+    src = lab_copy(tmp_path / "unpaired")
+    shutil.copy(src / "masked_image" / "image_000.png", src / "masked_image" / "image_001.png")
+    err = project.fails("prepare", f"data.source={src}")
+    assert "do not pair up" in err and "image_001.png" in err
+
+    src = lab_copy(tmp_path / "big")
+    Image.new("RGB", (80, 80)).save(src / "train" / "image_00001.png", format="JPEG")
+    err = project.fails("prepare", f"data.source={src}")
+    assert "image_00001.png" in err and "64x64" in err
+    assert not project.path(*PREPARED).exists()

@@ -1,0 +1,43 @@
+"""Our VQGAN against the lab: the equivalence fixture and the full-size key layout."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.vqgan import VQGAN, VQGANConfig
+
+LAB = Path(__file__).resolve().parents[2] / "shared" / "lab5"
+FIXTURE = LAB / "vqgan_small_fixture.pt"
+
+
+def lab_shapes():
+    rows = [line.split("\t") for line in (LAB / "vqgan_state_dict.tsv").read_text().splitlines() if line.strip()]
+    return {k: tuple(int(s) for s in shape.split("x")) for k, shape in rows}
+
+
+@pytest.mark.skipif(not FIXTURE.exists(), reason="../shared/lab5/vqgan_small_fixture.pt not present")
+def test_reproduces_lab_fixture():
+    fx = torch.load(FIXTURE, weights_only=True)
+    model = VQGAN(VQGANConfig(**fx["config"])).eval()
+    model.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        z_e = model.quant_conv(model.encoder(fx["x"]))
+        z_q, indices, q_loss = model.codebook(z_e)
+        decoded = model.decode(z_q)
+    torch.testing.assert_close(z_e, fx["z_e"], atol=1e-4, rtol=0)
+    sure = fx["margin"] > 1e-3
+    assert sure.sum() > 0.9 * len(sure)
+    assert torch.equal(indices[sure], fx["indices"][sure])
+    torch.testing.assert_close(z_q, fx["z_q"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(q_loss, fx["q_loss"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(decoded, fx["decoded"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not LAB.exists(), reason="../shared/lab5 not present")
+def test_lab_configuration_has_lab_keys_and_shapes():
+    expected = lab_shapes()
+    with torch.device("meta"):
+        model = VQGAN(VQGANConfig())
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == expected
+    assert sum(v.numel() for v in model.parameters()) == 70_775_299
