@@ -28,6 +28,7 @@ class VQGANConfig:
     latent_resolution: int = 16
     num_codebook_vectors: int = 1024
     beta: float = 0.25
+    norm_groups: int = 32   # GroupNorm groups (the lab: 32); narrow models need fewer, see GroupNorm
 
     @property
     def n_down(self) -> int:
@@ -51,9 +52,12 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class GroupNorm(nn.Module):
-    def __init__(self, channels: int):
+    """The lab's norm. With one channel per group it acts as instance norm and wipes out each image's
+    colour offsets, so a narrow model (a CPU profile) should keep several channels per group."""
+
+    def __init__(self, channels: int, groups: int = 32):
         super().__init__()
-        self.gn = nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+        self.gn = nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
     def forward(self, x):
         return self.gn(x)
@@ -65,13 +69,17 @@ class Swish(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 32):
         super().__init__()
         self.block = nn.Sequential(
-            GroupNorm(in_channels), Swish(), nn.Conv2d(in_channels, out_channels, 3, 1, 1),
-            GroupNorm(out_channels), Swish(), nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+            GroupNorm(in_channels, groups), Swish(), nn.Conv2d(in_channels, out_channels, 3, 1, 1),
+            GroupNorm(out_channels, groups), Swish(), nn.Conv2d(out_channels, out_channels, 3, 1, 1),
         )
         self.channel_up = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        # Zero-init the residual branch's last conv: each block starts as (nearly) the identity,
+        # which speeds up early training of this deep stack. Keys and maths are unchanged.
+        nn.init.zeros_(self.block[5].weight)
+        nn.init.zeros_(self.block[5].bias)
 
     def forward(self, x):
         skip = x if self.channel_up is None else self.channel_up(x)
@@ -81,13 +89,15 @@ class ResidualBlock(nn.Module):
 class NonLocalBlock(nn.Module):
     """Single-head spatial self-attention over the h·w positions, with a residual connection."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int = 32):
         super().__init__()
-        self.norm = GroupNorm(channels)
+        self.norm = GroupNorm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)  # starts as the identity, like the residual blocks
+        nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x):
         h = self.norm(x)
@@ -125,14 +135,15 @@ class Encoder(nn.Module):
         n_trans = len(ch) - 1
         # The lab halves the resolution after the last transitions, every other one (3rd and 5th).
         down_after = {n_trans - 1 - 2 * i for i in range(cfg.n_down)}
+        g = cfg.norm_groups
         layers = [nn.Conv2d(cfg.image_channels, ch[0], 3, 1, 1)]
         for i in range(n_trans):
-            layers += [ResidualBlock(ch[i], ch[i + 1]), ResidualBlock(ch[i + 1], ch[i + 1])]
+            layers += [ResidualBlock(ch[i], ch[i + 1], g), ResidualBlock(ch[i + 1], ch[i + 1], g)]
             if i in down_after:
                 layers.append(DownSampleBlock(ch[i + 1]))
         top = ch[-1]
-        layers += [ResidualBlock(top, top), NonLocalBlock(top), ResidualBlock(top, top),
-                   GroupNorm(top), Swish(), nn.Conv2d(top, cfg.latent_dim, 3, 1, 1)]
+        layers += [ResidualBlock(top, top, g), NonLocalBlock(top, g), ResidualBlock(top, top, g),
+                   GroupNorm(top, g), Swish(), nn.Conv2d(top, cfg.latent_dim, 3, 1, 1)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -145,19 +156,20 @@ class Decoder(nn.Module):
         ch = list(reversed(cfg.dec_channels))
         # The lab doubles the resolution after the 1st and 3rd channel groups.
         up_after = {2 * i for i in range(cfg.n_down)}
-        c = ch[0]
-        layers = [nn.Conv2d(cfg.latent_dim, c, 3, 1, 1), ResidualBlock(c, c), NonLocalBlock(c), ResidualBlock(c, c)]
+        c, g = ch[0], cfg.norm_groups
+        layers = [nn.Conv2d(cfg.latent_dim, c, 3, 1, 1), ResidualBlock(c, c, g), NonLocalBlock(c, g),
+                  ResidualBlock(c, c, g)]
         resolution = cfg.latent_resolution
         for i, out in enumerate(ch):
             for _ in range(3):
-                layers.append(ResidualBlock(c, out))
+                layers.append(ResidualBlock(c, out, g))
                 c = out
                 if resolution == cfg.latent_resolution:
-                    layers.append(NonLocalBlock(c))
+                    layers.append(NonLocalBlock(c, g))
             if i in up_after:
                 layers.append(UpSampleBlock(c))
                 resolution *= 2
-        layers += [GroupNorm(c), nn.Conv2d(c, cfg.image_channels, 3, 1, 1)]
+        layers += [GroupNorm(c, g), nn.Conv2d(c, cfg.image_channels, 3, 1, 1)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -22,8 +22,8 @@ class Project:
         self.root = root
         shutil.copy(REPO / "params.yaml", root / "params.yaml")
 
-    def run(self, stage: str, *overrides: str, check: bool = True, timeout: int = 900):
-        cmd = [sys.executable, "-m", f"stages.{stage}"] + [a for o in overrides for a in ("-S", o)]
+    def run(self, stage: str, *overrides: str, args=(), check: bool = True, timeout: int = 900):
+        cmd = [sys.executable, "-m", f"stages.{stage}"] + [a for o in overrides for a in ("-S", o)] + list(args)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
@@ -42,3 +42,24 @@ class Project:
 @pytest.fixture
 def project(tmp_path) -> Project:
     return Project(tmp_path)
+
+
+# A pipeline small enough for a 2-core CPU in seconds per stage: the real code paths, tiny sizes.
+TINY = [
+    "data.synthetic_count=240", "data.sizes.test=12",
+    "vqgan.enc_channels=[8, 8, 8, 8, 16, 16]", "vqgan.dec_channels=[8, 8, 8, 16, 16]", "vqgan.latent_dim=16",
+    "vqgan.num_codebook_vectors=32", "vqgan.norm_groups=4", "vqgan.steps=12", "vqgan.batch_size=8",
+    "vqgan.disc_start=8", "vqgan.codebook_restart_every=4", "vqgan.warmup_steps=2",
+    "train.dim=32", "train.n_layers=1", "train.hidden_dim=64", "train.n_heads=4", "train.epochs=2",
+    "train.batch_size=16", "train.warmup_steps=2",
+    "inpaint.batch_size=8", "evaluate.batch_size=12",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Project:
+    """prepare → vqgan → tokens → train, once per test session, at TINY sizes."""
+    proj = Project(tmp_path_factory.mktemp("tiny"))
+    for stage in ("prepare", "vqgan", "tokens", "train"):
+        proj.run(stage, *TINY)
+    return proj

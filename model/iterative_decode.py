@@ -1,0 +1,90 @@
+"""MaskGIT iterative decoding for inpainting, vectorised over a batch whose holes differ.
+
+Step t = 1 … T: predict every masked token, score each prediction by its probability plus Gumbel
+noise (scaled by `choice_temperature`·(1 − t/T)), and keep the n_i = ceil(γ(t/T)·N_i) least confident
+masked for the next step, where N_i is image i's initial masked count. Known tokens never change.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from model.mask_schedule import check_schedule, mask_schedule
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor        # (B, 256) final tokens: known ones kept, holes filled
+    masks: torch.Tensor         # (steps + 1, B, 256) bool: still masked before step 1 … after the last
+    predictions: torch.Tensor   # (steps, B, 256) the full predicted token map at every step
+
+
+def check_decode_args(T, sweet_spot, schedule) -> None:
+    """Fail before any work, naming the parameter."""
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if not isinstance(sweet_spot, int) or isinstance(sweet_spot, bool) or not 0 <= sweet_spot <= T:
+        raise ValueError(f"sweet_spot must be an integer in [0, T={T}] (0 = run all T steps), got {sweet_spot!r}")
+    check_schedule(schedule)
+
+
+def masked_counts(n_initial: torch.Tensor, t: int, T: int, schedule: str) -> torch.Tensor:
+    """n_i = ceil(γ(t/T)·N_i): how many tokens stay masked after step t."""
+    gamma = mask_schedule(torch.tensor(t / T, dtype=torch.float64), schedule)
+    return torch.ceil(gamma * n_initial.double() - 1e-9).long()
+
+
+def gumbel(shape, generator, device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+@torch.no_grad()
+def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: int, schedule: str = "cosine",
+                     sweet_spot: int = 0, mask_token: int, num_codes: int, choice_temperature: float = 4.5,
+                     temperature: float = 0.0, generator: torch.Generator | None = None) -> DecodeResult:
+    """Inpaint the masked tokens.
+
+    Args:
+      predict: callable, tokens (B, N) with mask_token at masked positions → logits (B, N, V).
+      tokens: (B, N) long, the encoded masked images (values at masked positions are ignored).
+      mask: (B, N) bool, True where a token is to be generated.
+      T: total iterations; γ is evaluated at t/T.
+      schedule: mask schedule name (see mask_schedule).
+      sweet_spot: stop after this many steps (0 = T) and fill what is still masked with the last prediction.
+      mask_token, num_codes: the mask token id and the codebook size (predictions are codebook entries only).
+      choice_temperature: scale of the Gumbel noise on the confidence, annealed by (1 − t/T).
+      temperature: 0 picks the argmax token; > 0 samples at that temperature.
+      generator: seeds the noise, so a configuration reproduces exactly.
+    """
+    check_decode_args(T, sweet_spot, schedule)
+    steps = sweet_spot or T
+    still = mask.clone()
+    n_initial = mask.sum(1)
+    current = torch.where(still, mask_token, tokens)
+    masks, predictions = [still.clone()], []
+    for t in range(1, steps + 1):
+        logits = predict(current)[..., :num_codes].float()
+        probs = torch.softmax(logits, dim=-1)
+        if temperature > 0:
+            sampled = torch.multinomial(torch.softmax(logits / temperature, -1).flatten(0, 1), 1,
+                                        generator=generator)
+            chosen = sampled.view(logits.shape[:2])
+        else:
+            chosen = logits.argmax(-1)
+        predicted = torch.where(still, chosen, current)
+        predictions.append(predicted.clone())
+
+        confidence = probs.gather(-1, chosen[..., None]).squeeze(-1)
+        confidence = confidence + choice_temperature * (1 - t / T) * gumbel(confidence.shape, generator, tokens.device)
+        confidence = torch.where(still, confidence, math.inf)   # only masked tokens compete
+        n_masked = still.sum(1)
+        keep = torch.minimum(masked_counts(n_initial, t, T, schedule), (n_masked - 1).clamp_min(0))
+        ranks = confidence.argsort(dim=1).argsort(dim=1)
+        still = ranks < keep[:, None]
+        current = torch.where(still, mask_token, predicted)
+        masks.append(still.clone())
+    final = torch.where(still, predictions[-1], current)
+    return DecodeResult(final, torch.stack(masks), torch.stack(predictions))

@@ -1,0 +1,76 @@
+"""Stage 2: the lab's bidirectional transformer for masked visual token modelling (MaskGIT).
+
+Post-LN blocks, learned positions, logits tied to the token embedding plus a per-position bias.
+Fixed-part parameter names follow the lab (`tok_emb`, `pos_emb`, `LN`, `blocks.N.LayerNorm1`, …).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from model.attention import MultiHeadAttention
+
+
+@dataclass
+class TransformerConfig:
+    num_image_tokens: int = 256
+    num_codebook_vectors: int = 1024   # the mask token is one more: id num_codebook_vectors
+    dim: int = 768
+    n_layers: int = 15
+    hidden_dim: int = 1536
+    n_heads: int = 16
+    dropout: float = 0.1
+
+    @property
+    def mask_token(self) -> int:
+        return self.num_codebook_vectors
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attention = MultiHeadAttention(cfg.dim, cfg.n_heads, cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.LayerNorm1 = nn.LayerNorm(cfg.dim, eps=1e-12)
+        self.MLP = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, cfg.dim), nn.Dropout(cfg.dropout),
+        )
+        self.LayerNorm2 = nn.LayerNorm(cfg.dim, eps=1e-12)
+
+    def forward(self, x):
+        x = self.LayerNorm1(x + self.dropout(self.attention(x)))
+        return self.LayerNorm2(x + self.MLP(x))
+
+
+class BidirectionalTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        vocab = cfg.num_codebook_vectors + 1
+        self.tok_emb = nn.Embedding(vocab, cfg.dim)
+        self.pos_emb = nn.Parameter(nn.init.trunc_normal_(torch.zeros(cfg.num_image_tokens, cfg.dim), 0.0, 0.02))
+        self.LN = nn.LayerNorm(cfg.dim, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layers)])
+        self.Token_Prediction = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.LayerNorm(cfg.dim, eps=1e-12))
+        self.bias = nn.Parameter(torch.zeros(cfg.num_image_tokens, vocab))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 256) with masked positions set to the mask token → logits (B, 256, codebook + 1)."""
+        x = self.drop(self.LN(self.tok_emb(tokens) + self.pos_emb))
+        x = self.blocks(x)
+        h = self.Token_Prediction(x)
+        return h @ self.tok_emb.weight.t() + self.bias

@@ -1,0 +1,96 @@
+"""How stage 1 learns: reconstruction + codebook losses, a delayed PatchGAN with the adaptive generator
+weight and feature matching, and a codebook kept alive by (re)initialising entries from encoder outputs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from model.vqgan import VQGAN, Discriminator
+
+
+def adaptive_weight(rec_loss, g_loss, last_layer: torch.Tensor, scale: float) -> torch.Tensor:
+    """λ = scale · ‖∇rec‖ / ‖∇gan‖ at the decoder's last layer (Esser et al.), so the GAN term
+    never overwhelms reconstruction."""
+    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach() * scale
+
+
+def hinge_d_loss(real_logits, fake_logits):
+    return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
+
+
+@torch.no_grad()
+def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
+    z = model.quant_conv(model.encoder(x))
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+
+
+@torch.no_grad()
+def init_codebook(model: VQGAN, vectors: torch.Tensor, generator=None) -> None:
+    """Start the codebook on actual encoder outputs (random samples), not on a tiny uniform cloud."""
+    k = model.codebook.embedding.num_embeddings
+    idx = torch.randint(0, len(vectors), (k,), generator=generator, device=vectors.device)
+    model.codebook.embedding.weight.copy_(vectors[idx])
+
+
+@torch.no_grad()
+def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor, generator=None) -> int:
+    """Move every entry unused since the last restart onto a random recent encoder output."""
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead):
+        idx = torch.randint(0, len(vectors), (len(dead),), generator=generator, device=vectors.device)
+        model.codebook.embedding.weight[dead] = vectors[idx].to(model.codebook.embedding.weight.dtype)
+    usage.zero_()
+    return len(dead)
+
+
+def codebook_stats(indices: torch.Tensor, k: int) -> dict:
+    counts = torch.bincount(indices.flatten().long(), minlength=k).double()
+    p = counts / counts.sum()
+    perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum())
+    return {"codebook_used": int((counts > 0).sum()), "codebook_size": k, "perplexity": round(float(perplexity), 2)}
+
+
+def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:
+    mse = ((x_uint8.double() - y_uint8.double()) ** 2).mean()
+    return float(10 * torch.log10(255.0**2 / mse.clamp_min(1e-10)))
+
+
+class Stage1Step:
+    """One optimisation step of stage 1 (generator and, once switched on, discriminator)."""
+
+    def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict):
+        self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
+
+    def __call__(self, x: torch.Tensor, step: int, autocast) -> dict:
+        p, model, disc = self.p, self.model, self.disc
+        gan_on = step >= p["disc_start"]
+        with autocast():
+            decoded, indices, q_loss = model(x)
+            rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
+            loss = rec + q_loss
+            logs = {"rec_loss": rec.item(), "q_loss": q_loss.item()}
+            if gan_on:
+                fake_logits, fake_feats = disc(decoded, return_features=True)
+                g_loss = -fake_logits.mean()
+                with torch.no_grad():
+                    _, real_feats = disc(x, return_features=True)
+                fm = sum((f - r).abs().mean() for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
+        if gan_on:
+            lam = adaptive_weight(rec, g_loss.float(), model.decoder.model[-1].weight, p["disc_weight"])
+            loss = loss + lam * g_loss + p["feature_weight"] * fm
+            logs.update(g_loss=g_loss.item(), fm_loss=fm.item(), adaptive_weight=lam.item())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if gan_on:
+            with autocast():
+                d_loss = hinge_d_loss(disc(x), disc(decoded.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            logs["d_loss"] = d_loss.item()
+        logs["loss"] = loss.item()
+        return logs, indices

@@ -1,0 +1,131 @@
+"""Stage `evaluate`: FID of every inpainting configuration against the test set, into reports/.
+
+Reads data/fid/reference.npz (ground-truth statistics), results/inpaint/*/ and the baselines a user
+has without a model (the grey-hole input, OpenCV Telea and Navier-Stokes) plus the stage-1 floor
+(the VQGAN's reconstruction of the unmasked test images). Writes reports/comparison.csv and .md,
+reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png, reports/plots/*.csv, reports/pictures/,
+reports/metrics.json (the headline configuration's FID) and reports/README.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.baselines import hole_psnr, opencv_inpaint
+from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from stages import report
+from stages.common import atomic_dir, pick_device, save_json
+from stages.config import cli, run
+from stages.training import load_array
+
+PREPARED = Path("data/prepared/test")
+REFERENCE = Path("data/fid/reference.npz")
+CACHE = Path("data/fid/cache")
+RESULTS = Path("results/inpaint")
+REPORTS = Path("reports")
+
+
+class FID:
+    """FID against the cached reference, with features cached by the content of the image set."""
+
+    def __init__(self, device, batch_size: int):
+        ref = np.load(load_reference_path())
+        self.available = bool(ref["available"])
+        if self.available:
+            self.mu, self.sigma = ref["mu"], ref["sigma"]
+            self.net, self.device, self.batch_size = load_inception(device), device, batch_size
+
+    def __call__(self, images: np.ndarray, label: str) -> float | None:
+        if not self.available:
+            return None
+        key = hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
+        path = CACHE / f"{key}.npy"
+        if path.exists():
+            feats = np.load(path)
+        else:
+            feats = inception_features(self.net, images, self.batch_size, self.device, label)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, feats.astype(np.float32))
+        return round(frechet_distance(*gaussian_stats(feats), self.mu, self.sigma), 3)
+
+
+def load_reference_path() -> Path:
+    load_array(REFERENCE, "fid_reference")  # fails with a clear message when absent
+    return REFERENCE
+
+
+def baselines(fid: FID, masked, mask64, gt, recon) -> list[dict]:
+    rows = []
+    for name, images in (("grey-hole input", masked),
+                         ("OpenCV Telea", opencv_inpaint(masked, mask64, "telea")),
+                         ("OpenCV Navier-Stokes", opencv_inpaint(masked, mask64, "ns"))):
+        rows.append({"name": name, "kind": "baseline", "fid_raw": fid(images, name), "fid_composite": fid(images, name),
+                     "hole_psnr": None if gt is None else round(hole_psnr(images, gt, mask64), 3)})
+    if recon is not None:
+        rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", "fid_raw": fid(recon, "floor"),
+                     "fid_composite": None,
+                     "hole_psnr": None if gt is None else round(hole_psnr(recon, gt, mask64), 3)})
+    return rows
+
+
+def configurations(fid: FID, mask64, gt) -> list[dict]:
+    rows = []
+    for folder in sorted(RESULTS.glob("*/summary.json")):
+        s = json.loads(folder.read_text())
+        out = folder.parent
+        raw, comp = np.load(out / "raw.npy"), np.load(out / "composite.npy")
+        rows.append({"name": s["name"], "kind": "headline" if s["name"] == "headline" else "sweep",
+                     "schedule": s["schedule"], "T": s["T"], "sweet_spot": s["sweet_spot"],
+                     "steps_run": s["steps_run"], "fid_raw": fid(raw, s["name"] + " raw"),
+                     "fid_composite": fid(comp, s["name"] + " composite"),
+                     "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3),
+                     "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
+                     "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
+    if not rows:
+        raise FileNotFoundError(f"no inpainting results under {RESULTS}: run the `inpaint` stages first")
+    return rows
+
+
+def recon_floor(device, gt_tokens_path: Path, batch_size: int):
+    if not gt_tokens_path.exists():
+        return None
+    import torch
+
+    from stages.inpaint import decode_images
+    from stages.vqgan import load_frozen
+
+    tokens = torch.from_numpy(np.load(gt_tokens_path).astype(np.int64)).to(device)
+    return decode_images(load_frozen(device), tokens, batch_size)
+
+
+def main() -> None:
+    cfg, _ = cli(__doc__)
+    device = pick_device(cfg["device"])
+    t0 = time.time()
+    fid = FID(device, cfg["evaluate"]["batch_size"])
+    masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
+    gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
+    rows = configurations(fid, mask64, gt)
+    recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
+    rows += baselines(fid, masked, mask64, gt, recon)
+    primary = "fid_composite" if cfg["inpaint"]["composite"] else "fid_raw"
+    with atomic_dir(REPORTS / "pictures") as pics:
+        for row in rows:
+            copied = []
+            for pic in row.pop("pictures", []):
+                (pics / row["name"]).mkdir(exist_ok=True)
+                shutil.copy(pic, pics / row["name"] / Path(pic).name)
+                copied.append(f"pictures/{row['name']}/{Path(pic).name}")
+            if copied:
+                row["pictures"] = copied
+    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1))
+    print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
+
+
+if __name__ == "__main__":
+    run(main)

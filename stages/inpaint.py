@@ -1,0 +1,147 @@
+"""Stage `inpaint`: iterative decoding of the whole test set for one configuration.
+
+`python -m stages.inpaint` runs the headline configuration (top-level `schedule`, `T`, `sweet_spot`)
+into results/inpaint/headline/; `--schedule S --T N --sweet-spot K` runs one point of the sweep into
+results/inpaint/S-TN-sK/. Each folder gets raw/image_000.png … (the VQGAN decode), composite/image_000.png
+… (known pixels pasted back), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png (the latent
+mask and the predicted image at every iteration) and summary.json.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.iterative_decode import check_decode_args, iterative_decode
+from model.vqgan import VQGAN, denormalize
+from stages import training
+from stages.common import atomic_dir, pick_device, save_json, save_png, write_resolved
+from stages.config import ConfigError, cli, run
+from stages.train import load_transformer
+from stages.vqgan import load_frozen
+
+PREPARED = Path("data/prepared")
+TOKENS = Path("data/tokens")
+RESULTS = Path("results/inpaint")
+
+
+def config_name(schedule: str, T: int, sweet_spot: int) -> str:
+    return f"{schedule}-T{T}-s{sweet_spot}"
+
+
+@torch.inference_mode()
+def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
+    return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
+                           for chunk in tokens.split(batch_size)])
+
+
+def composite(raw: np.ndarray, masked: np.ndarray, mask64: np.ndarray) -> np.ndarray:
+    """Generated pixels in the holes, the input's own pixels everywhere else."""
+    return np.where((mask64 == 0)[..., None], raw, masked)
+
+
+def upscale_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:
+    """A 16x16 token mask as a size x size picture: black = masked, light grey = known."""
+    side = int(np.sqrt(mask.size))
+    img = np.where(mask.reshape(side, side), 0, 210).astype(np.uint8)
+    img = img.repeat(size // side, 0).repeat(size // side, 1)
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def decoding_picture(masked, gt, masks, step_images) -> np.ndarray:
+    """Row 1: masked input, then the latent mask before step 1 … after the last step.
+    Row 2: ground truth (or the input again), then the predicted image at every step, then blank."""
+    top = [masked] + [upscale_mask(m) for m in masks]
+    blank = np.full_like(masked, 255)
+    bottom = [gt if gt is not None else masked] + list(step_images) + [blank]
+    grid = training.image_grid([np.stack(top), np.stack(bottom)])
+    return grid.repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
+
+
+def inpaint(cfg: dict, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
+    try:
+        check_decode_args(T, sweet_spot, schedule)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    p, device = cfg["inpaint"], pick_device(cfg["device"])
+    masked_tokens = torch.from_numpy(training.load_array(TOKENS / "test_masked.npy", "tokens").astype(np.int64))
+    token_mask = torch.from_numpy(training.load_array(TOKENS / "test_mask.npy", "tokens"))
+    masked = np.load(PREPARED / "test" / "masked.npy")
+    mask64 = np.load(PREPARED / "test" / "mask64.npy")
+    gt = np.load(PREPARED / "test" / "gt.npy") if (PREPARED / "test" / "gt.npy").exists() else None
+    transformer, vqgan = load_transformer(device), load_frozen(device)
+    autocast = training.autocast_for(device)
+
+    def predict(tokens):
+        with autocast():
+            return transformer(tokens)
+
+    serials = [s for s in p["picture_serials"] if 0 <= s < len(masked)]
+    gen = torch.Generator(device=device).manual_seed(p["seed"])
+    tokens, steps_of_serials = [], {}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.time()
+    for start in range(0, len(masked_tokens), p["batch_size"]):
+        result = iterative_decode(
+            predict, masked_tokens[start:start + p["batch_size"]].to(device),
+            token_mask[start:start + p["batch_size"]].to(device), T=T, schedule=schedule, sweet_spot=sweet_spot,
+            mask_token=transformer.cfg.mask_token, num_codes=transformer.cfg.num_codebook_vectors,
+            choice_temperature=p["choice_temperature"], temperature=p["temperature"], generator=gen)
+        tokens.append(result.tokens)
+        for s in serials:
+            if start <= s < start + p["batch_size"]:
+                steps_of_serials[s] = (result.masks[:, s - start].cpu().numpy(), result.predictions[:, s - start])
+    tokens = torch.cat(tokens)
+    raw = decode_images(vqgan, tokens, p["batch_size"])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.time() - t0
+    comp = composite(raw, masked, mask64)
+    pictures = {}
+    for s, (masks, preds) in steps_of_serials.items():
+        step_images = decode_images(vqgan, preds, p["batch_size"])
+        pictures[s] = decoding_picture(masked[s], None if gt is None else gt[s], masks, step_images)
+
+    summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
+               "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds, 3),
+               "images_per_s": round(len(raw) / seconds, 1), "device": str(device),
+               "primary": "composite" if p["composite"] else "raw"}
+    width = max(3, len(str(len(raw) - 1)))
+    with atomic_dir(RESULTS / name) as out:
+        for folder, images in (("raw", raw), ("composite", comp)):
+            (out / folder).mkdir()
+            for i, img in enumerate(images):
+                save_png(img, out / folder / f"image_{i:0{width}d}.png")
+        np.save(out / "raw.npy", raw)
+        np.save(out / "composite.npy", comp)
+        np.save(out / "tokens.npy", tokens.cpu().numpy().astype(np.int16))
+        (out / "pictures").mkdir()
+        for s, picture in pictures.items():
+            save_png(picture, out / "pictures" / f"serial_{s:03d}.png")
+        save_json(summary, out / "summary.json")
+        write_resolved({**cfg, "schedule": schedule, "T": T, "sweet_spot": sweet_spot}, out)
+    return summary
+
+
+def main() -> None:
+    def args(parser):
+        parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
+        parser.add_argument("--T", type=int, help="a sweep point's T (default: the headline `T`)")
+        parser.add_argument("--sweet-spot", type=int, help="a sweep point's sweet spot (default: `sweet_spot`)")
+
+    cfg, a = cli(__doc__, args)
+    if a.schedule is None and a.T is None and a.sweet_spot is None:
+        summary = inpaint(cfg, cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline")
+    else:
+        schedule = a.schedule or cfg["schedule"]
+        T = a.T if a.T is not None else cfg["T"]
+        sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
+        summary = inpaint(cfg, schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))
+    print("inpaint: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,192 @@
+"""Stage `train` (stage 2): masked visual token modelling on the cached tokens.
+
+Outputs: models/transformer/ (transformer.pt: the best weights by validation loss, architecture.json,
+config.yaml) and reports/train/ (metrics.json, train_log.csv, val_log.csv). Multi-GPU:
+`torchrun --nproc_per_node N -m stages.train` (DDP; gloo on the CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from model.mvtm import mvtm_loss
+from model.transformer import BidirectionalTransformer, TransformerConfig
+from stages import training
+from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
+from stages.config import ConfigError, cli, run
+
+TOKENS = Path("data/tokens")
+OUT = Path("models/transformer")
+REPORTS = Path("reports/train")
+ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout")
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def make_optimizer(model, p):
+    decay = [w for n, w in model.named_parameters() if w.ndim >= 2 and "emb" not in n]
+    rest = [w for n, w in model.named_parameters() if not (w.ndim >= 2 and "emb" not in n)]
+    groups = [{"params": decay, "weight_decay": p["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=p["lr"], betas=(0.9, 0.95), fused=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast) -> dict:
+    """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs."""
+    model.eval()
+    gen = torch.Generator(device=val.device).manual_seed(1234)
+    losses, accs, counts = [], [], []
+    for chunk in val.split(p["batch_size"]):
+        with autocast():
+            loss, acc, n = mvtm_loss(model, chunk, mask_token, p["gamma"], gen)
+        losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
+    model.train()
+    return {"val_loss": sum(losses) / sum(counts), "val_accuracy": sum(accs) / sum(counts)}
+
+
+def setup_distributed(device_name: str):
+    """Under torchrun: one process per GPU (NCCL) or per CPU worker (gloo)."""
+    if "RANK" not in os.environ:
+        return 0, 1, pick_device(device_name)
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        return rank, world, torch.device("cuda", torch.cuda.current_device())
+    return rank, world, torch.device("cpu")
+
+
+def train(cfg: dict) -> dict:
+    p = cfg["train"]
+    rank, world, device = setup_distributed(cfg["device"])
+    main_proc = rank == 0
+    vq_path = Path("models/vqgan/architecture.json")
+    if not vq_path.exists():
+        raise ConfigError(f"{vq_path} not found: run the `vqgan` stage first")
+    arch_vq = json.loads(vq_path.read_text())
+    arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
+    train_tok = torch.from_numpy(training.load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
+    val_tok = torch.from_numpy(training.load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
+
+    seed_everything(p["seed"] + rank)
+    model = BidirectionalTransformer(arch).to(device)
+    opt = make_optimizer(model, p)
+    steps_per_epoch = len(train_tok) // (p["batch_size"] * world)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size {p['batch_size']} x {world} process(es) exceeds the "
+                         f"{len(train_tok)} training images")
+    total = steps_per_epoch * p["epochs"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p["warmup_steps"], total))
+    mask_gen = torch.Generator(device=device).manual_seed(p["seed"] * 1000 + rank)
+
+    ckpt_path = training.checkpoint_path("train", p, arch_vq, len(train_tok), world)
+    state = training.load_checkpoint(ckpt_path, device)
+    step, best, log, val_log = 0, {"val_loss": float("inf")}, [], []
+    best_state = None
+    if state:
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        mask_gen.set_state(state["mask_gen"].cpu())
+        if rank > 0:  # only rank 0's generator is saved; the others restart from a seed of the step
+            mask_gen.manual_seed(p["seed"] * 1000 + rank + 7919 * state["step"])
+        step, best, log, val_log, best_state = state["step"], state["best"], state["log"], state["val_log"], state["best_state"]
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(net) if p["compile"] else net
+    autocast = training.autocast_for(device)
+
+    def save(at_step):
+        training.save_checkpoint(ckpt_path, step=at_step, model=model.state_dict(), opt=opt.state_dict(),
+                                 sched=sched.state_dict(), mask_gen=mask_gen.get_state(), best=best, log=log,
+                                 val_log=val_log, best_state=best_state)
+
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="train", mininterval=2.0, disable=not main_proc)
+    t0, seen = time.time(), 0
+    while step < total:
+        epoch, pos = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
+        shard = order[rank::world][: steps_per_epoch * p["batch_size"]].to(device)
+        for batch_idx in shard.split(p["batch_size"])[pos:]:
+            with autocast():
+                loss, acc, _ = mvtm_loss(fwd, train_tok[batch_idx], arch.mask_token, p["gamma"], mask_gen,
+                                         p["label_smoothing"])
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"train: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
+            opt.step()
+            sched.step()
+            step, seen = step + 1, seen + len(batch_idx) * world
+            if step % 10 == 0 or step == total:
+                log.append({"step": step, "loss": round(loss.item(), 5), "accuracy": round(acc.item(), 5),
+                            "lr": sched.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
+            bar.update(1)
+            if step % steps_per_epoch == 0:
+                v = validate(model, val_tok, arch.mask_token, p, autocast)
+                val_log.append({"step": step, "epoch": step // steps_per_epoch, **v})
+                if v["val_loss"] < best["val_loss"]:
+                    best = {**v, "epoch": step // steps_per_epoch}
+                    best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            if main_proc and step % p["checkpoint_every"] == 0 and step < total:
+                save(step)
+    bar.close()
+    elapsed = time.time() - t0
+    if world > 1:
+        dist.destroy_process_group()
+    if not main_proc:
+        return {}
+    metrics = {"best_epoch": best["epoch"], "best_val_loss": round(best["val_loss"], 5),
+               "best_val_accuracy": round(best["val_accuracy"], 5), "epochs": p["epochs"], "steps": total,
+               "processes": world, "images_per_s": round(seen / elapsed, 1) if seen else None,
+               "device": str(device), "parameters": sum(t.numel() for t in model.parameters())}
+    with atomic_dir(OUT) as out:
+        torch.save(best_state, out / "transformer.pt")
+        torch.save(model.state_dict(), out / "last.pt")
+        (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(arch), indent=2))
+        write_resolved(cfg, out)
+    with atomic_dir(REPORTS) as rep:
+        save_json(metrics, rep / "metrics.json")
+        training.write_log_csv(log, rep / "train_log.csv")
+        training.write_log_csv(val_log, rep / "val_log.csv")
+    ckpt_path.unlink(missing_ok=True)
+    return metrics
+
+
+def load_transformer(device) -> BidirectionalTransformer:
+    arch = json.loads((OUT / "architecture.json").read_text())
+    model = BidirectionalTransformer(TransformerConfig(**arch))
+    model.load_state_dict(torch.load(OUT / "transformer.pt", map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def main() -> None:
+    cfg, _ = cli(__doc__)
+    metrics = train(cfg)
+    if metrics:
+        print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,86 @@
+"""What the two training stages share: resumable checkpoints, precision, batches, logs, grids."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.common import atomic_file, save_torch
+from stages.config import ConfigError
+
+CHECKPOINTS = Path("checkpoints")
+
+
+def run_id(*parts) -> str:
+    """A short hash of the settings a run depends on: a checkpoint only resumes the same run."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(stage: str, *parts) -> Path:
+    return CHECKPOINTS / f"{stage}-{run_id(*parts)}.pt"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    save_torch({**state, "rng": rng_state()}, path)
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=False)  # our own file, with RNG states
+    set_rng_state(state["rng"])
+    print(f"resuming from {path} at step {state['step']}")
+    return state
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; full precision on the CPU."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def load_array(path: Path, stage: str) -> np.ndarray:
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run the `{stage}` stage first (dvc repro, or python -m stages.{stage})")
+    return np.load(path)
+
+
+def write_log_csv(rows: list[dict], path: Path) -> None:
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def image_grid(rows: list[np.ndarray], pad: int = 2, fill: int = 255) -> np.ndarray:
+    """rows: list of uint8 (N, H, W, 3) of equal N → one uint8 picture, a row each."""
+    n, h, w, _ = rows[0].shape
+    out = np.full((len(rows) * (h + pad) + pad, n * (w + pad) + pad, 3), fill, np.uint8)
+    for r, row in enumerate(rows):
+        for i, img in enumerate(row):
+            y, x = pad + r * (h + pad), pad + i * (w + pad)
+            out[y:y + h, x:x + w] = img
+    return out

@@ -1,0 +1,177 @@
+"""Stage `vqgan` (stage 1): adopt the lab's VQGAN.pt frozen, or train our own on the train split.
+
+Outputs: models/vqgan/ (vqgan.pt state_dict, architecture.json, config.yaml) and reports/vqgan/
+(metrics.json with val PSNR and codebook usage, recon.png, train_log.csv).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
+from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, init_codebook, psnr,
+                                  restart_dead_codes)
+from stages import training
+from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
+from stages.config import ConfigError, cli, run
+
+PREPARED = Path("data/prepared")
+OUT = Path("models/vqgan")
+REPORTS = Path("reports/vqgan")
+EVAL_IMAGES = 256
+ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load a user's state_dict safely (weights_only) and return it, or fail naming what is wrong."""
+    if not path.is_file():
+        raise ConfigError(f"vqgan.checkpoint: {path} not found")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
+        raise ConfigError(f"vqgan.checkpoint: {path} could not be read as a PyTorch state_dict: "
+                          f"{str(e).splitlines()[0][:200]}") from None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        inner = f" (keys: {list(sd)[:5]})" if isinstance(sd, dict) else ""
+        raise ConfigError(f"vqgan.checkpoint: {path} is not a raw state_dict of tensors{inner}; "
+                          "expected the lab's VQGAN.pt layout")
+    return sd
+
+
+def check_state_dict(sd: dict, model: torch.nn.Module, path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})"
+                 for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        parts = [f"{name}: {', '.join(keys)}" for name, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped)) if keys]
+        raise ConfigError(f"vqgan.checkpoint: {path} does not match the lab's VQGAN architecture; " + "; ".join(parts))
+
+
+def adopt(path: Path) -> VQGAN:
+    sd = read_checkpoint(path)
+    model = VQGAN(VQGANConfig())  # the lab's architecture
+    check_state_dict(sd, model, path)
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> tuple[VQGAN, list[dict]]:
+    arch = VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
+    seed_everything(p["seed"])
+    model, disc = VQGAN(arch).to(device), Discriminator().to(device)
+    if device.type == "cuda":
+        model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
+    warmup = lambda s: min(1.0, (s + 1) / max(1, p["warmup_steps"]))  # noqa: E731
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, warmup)
+    fwd = torch.compile(model) if p["compile"] else model
+    step_fn = Stage1Step(fwd, disc, opt_g, opt_d, p)
+
+    data = torch.from_numpy(images).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(p["seed"])
+    usage = torch.zeros(arch.num_codebook_vectors, dtype=torch.long, device=device)
+    ckpt_path = training.checkpoint_path("vqgan", p, data_cfg)
+    state, log, start = training.load_checkpoint(ckpt_path, device), [], 0
+    if state:
+        model.load_state_dict(state["model"]), disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
+        sched_g.load_state_dict(state["sched_g"]), gen.set_state(state["gen"])
+        usage.copy_(state["usage"])
+        log, start = state["log"], state["step"]
+
+    def batch():
+        idx = torch.randint(0, len(data), (p["batch_size"],), generator=gen)
+        flip = torch.rand(p["batch_size"], generator=gen) < 0.5
+        x = normalize(data[idx.to(device)])
+        x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+        return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+    if start == 0:
+        init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]))
+    autocast = training.autocast_for(device)
+    model.train(), disc.train()
+    bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
+    t0 = time.time()
+    for step in bar:
+        x = batch()
+        logs, indices = step_fn(x, step, autocast)
+        if not np.isfinite(logs["loss"]):
+            raise RuntimeError(f"vqgan: non-finite loss at step {step}; last good checkpoint: {ckpt_path}")
+        usage += torch.bincount(indices.flatten(), minlength=len(usage))
+        if (step + 1) % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
+            logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
+        sched_g.step()
+        if step % 10 == 0 or step == p["steps"] - 1:
+            log.append({"step": step, **{k: round(v, 5) for k, v in logs.items()}})
+            rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{rate:.0f}")
+        if (step + 1) % p["checkpoint_every"] == 0 and step + 1 < p["steps"]:
+            training.save_checkpoint(ckpt_path, step=step + 1, model=model.state_dict(), disc=disc.state_dict(),
+                                     opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
+                                     sched_g=sched_g.state_dict(), gen=gen.get_state(), usage=usage, log=log)
+    ckpt_path.unlink(missing_ok=True)
+    return model, log
+
+
+@torch.no_grad()
+def reconstruction_report(model: VQGAN, val: np.ndarray, device) -> tuple[dict, np.ndarray]:
+    model.eval()
+    images = torch.from_numpy(val[:EVAL_IMAGES]).to(device)
+    recon, indices = [], []
+    for chunk in images.split(64):
+        decoded, idx, _ = model(normalize(chunk))
+        recon.append(denormalize(decoded))
+        indices.append(idx)
+    recon = torch.cat(recon)
+    metrics = {"val_psnr": round(psnr(recon, images), 3), "val_images": len(images),
+               **codebook_stats(torch.cat(indices), model.cfg.num_codebook_vectors)}
+    n = min(8, len(images))
+    grid = training.image_grid([images[:n].cpu().numpy(), recon[:n].cpu().numpy()])
+    return metrics, grid
+
+
+def main() -> None:
+    cfg, _ = cli(__doc__)
+    p, device = cfg["vqgan"], pick_device(cfg["device"])
+    model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
+    val = training.load_array(PREPARED / "val.npy", "prepare")
+    log, t0 = [], time.time()
+    if model is None:
+        model, log = train(p, training.load_array(PREPARED / "train.npy", "prepare"), device, cfg["data"])
+    model = model.to(device)
+    metrics, grid = reconstruction_report(model, val, device)
+    metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
+                   seconds=round(time.time() - t0, 1), device=str(device))
+    with atomic_dir(OUT) as out:
+        torch.save(model.cpu().state_dict(), out / "vqgan.pt")
+        (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
+        write_resolved(cfg, out)
+    with atomic_dir(REPORTS) as rep:
+        save_json(metrics, rep / "metrics.json")
+        save_png(grid, rep / "recon.png")
+        training.write_log_csv(log or [{"step": 0}], rep / "train_log.csv")
+    print("vqgan: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+def load_frozen(device) -> VQGAN:
+    """The stage's output, for the later stages: frozen, in eval mode."""
+    arch_path = OUT / "architecture.json"
+    if not arch_path.exists():
+        raise ConfigError(f"{arch_path} not found: run the `vqgan` stage first")
+    model = VQGAN(VQGANConfig(**json.loads(arch_path.read_text())))
+    model.load_state_dict(torch.load(OUT / "vqgan.pt", map_location="cpu", weights_only=True))
+    return model.to(device).eval().requires_grad_(False)
+
+
+if __name__ == "__main__":
+    run(main)

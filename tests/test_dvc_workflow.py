@@ -1,0 +1,59 @@
+"""The DVC workflow from a fresh clone: repro, an experiment on the headline, metrics diff, plots."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, TINY
+from stages.config import parse_overrides, set_dotted
+
+DVC = Path(sys.executable).parent / "dvc"
+pytestmark = pytest.mark.skipif(not DVC.exists() or not (REPO / ".git").exists(), reason="needs dvc and a git checkout")
+
+
+def sh(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(cwd),
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout + proc.stderr
+
+
+def ran_stages(output: str) -> set:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def test_repro_then_experiment_on_the_headline(tmp_path):
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {REPO} {clone}", tmp_path)
+    # Working-tree versions of the code, so the test checks what is being changed, not the last commit.
+    for sub in ("stages", "model", "dvc.yaml"):
+        src = REPO / sub
+        shutil.copytree(src, clone / sub, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, clone / sub)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tiny = {**parse_overrides(TINY), "sweep.schedule": ["cosine", "square"], "sweep.T": [2], "sweep.sweet_spot": [0]}
+    for key, value in tiny.items():
+        set_dotted(params, key, value)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git add -A && git commit -qm tiny", clone)
+
+    out = sh("dvc repro", clone)
+    assert {"prepare", "vqgan", "tokens", "train", "inpaint@cosine-2-0", "inpaint@square-2-0", "inpaint_headline",
+            "fid_reference", "evaluate"} <= ran_stages(out)
+    assert (clone / "reports" / "metrics.json").exists() and (clone / "reports" / "README.md").exists()
+    sh("git add -A && git commit -qm baseline", clone)
+
+    out = sh("dvc exp run -S schedule=linear -S T=3", clone)
+    assert ran_stages(out) == {"inpaint_headline", "evaluate"}
+    diff = sh("dvc metrics diff", clone)
+    assert "reports/metrics.json" in diff and "fid" in diff
+    show = sh("dvc exp show --no-pager --csv", clone)
+    assert "linear" in show
+    sh("dvc plots show -o plots_html", clone)
+    assert (clone / "plots_html" / "index.html").stat().st_size > 1000

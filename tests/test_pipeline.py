@@ -1,0 +1,54 @@
+"""Inpainting, evaluation and the whole pipeline, at tiny sizes."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from conftest import TINY
+
+
+def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
+    for override, word in (("T=0", "T must be"), ("sweet_spot=9", "sweet_spot"), ("schedule=zigzag", "zigzag")):
+        err = tiny_project.fails("inpaint", *TINY, override)
+        assert word in err and "Traceback" not in err
+    assert not tiny_project.path("results", "inpaint", "headline").exists()
+
+
+def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
+    tiny_project.run("inpaint", *TINY, "T=4")
+    out = tiny_project.path("results", "inpaint", "headline")
+    first = (out / "tokens.npy").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    masked = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
+    mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
+    comp, raw = np.load(out / "composite.npy"), np.load(out / "raw.npy")
+    assert comp.shape == raw.shape == masked.shape and summary["images"] == len(masked)
+    assert np.array_equal(comp[mask64 == 255], masked[mask64 == 255])
+    assert np.array_equal(comp[mask64 == 0], raw[mask64 == 0])
+    names = sorted(p.name for p in (out / "composite").glob("*.png"))
+    assert names[0] == "image_000.png" and len(names) == len(masked)
+    assert np.array_equal(np.asarray(Image.open(out / "composite" / "image_003.png")), comp[3])
+    tokens = np.load(out / "tokens.npy")
+    known = ~np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
+    assert np.array_equal(tokens[known], np.load(tiny_project.path("data", "tokens", "test_masked.npy"))[known])
+    picture = Image.open(out / "pictures" / "serial_000.png")
+    assert picture.size == (2 * (2 + 6 * 66), 2 * (2 + 2 * 66))  # input + 5 masks; 2x
+    tiny_project.run("inpaint", *TINY, "T=4")
+    assert (out / "tokens.npy").read_bytes() == first
+
+
+def test_run_all_produces_the_report(tiny_project):
+    sweep = ["sweep.schedule=[cosine]", "sweep.T=[2, 4]", "sweep.sweet_spot=[0, 1]"]
+    proc = tiny_project.run("run_all", *TINY, *sweep, args=["--skip", "prepare", "vqgan", "tokens", "train"])
+    assert "| evaluate |" in proc.stdout
+    reports = tiny_project.path("reports")
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["fid_available"] and metrics["fid"] > 0
+    assert set(metrics["baselines"]) == {"grey-hole input", "OpenCV Telea", "OpenCV Navier-Stokes",
+                                         "stage-1 reconstruction (floor)"}
+    rows = (reports / "comparison.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 + 1 + 4
+    for name in ("fid_vs_T.png", "fid_vs_sweet_spot.png", "README.md", "comparison.md"):
+        assert (reports / name).stat().st_size > 0
+    assert len(list((reports / "pictures").glob("*/serial_*.png"))) == 5 * 2
+    assert "Best configuration" in (reports / "README.md").read_text()

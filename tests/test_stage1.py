@@ -1,0 +1,131 @@
+"""The vqgan stage: adopting a user's checkpoint safely, training, resuming; the token cache."""
+import csv
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, TINY
+from model.masking import token_mask_from_pixels
+from stages.vqgan import adopt
+
+TSV = REPO.parent / "shared" / "lab5" / "vqgan_state_dict.tsv"
+
+
+@pytest.fixture(scope="module")
+def lab_state_dict():
+    if not TSV.exists():
+        pytest.skip("../shared/lab5/vqgan_state_dict.tsv not present")
+    gen = torch.Generator().manual_seed(0)
+    rows = [line.split("\t") for line in TSV.read_text().splitlines() if line.strip()]
+    return {k: torch.randn(*[int(s) for s in shape.split("x")], generator=gen) * 0.02 for k, shape in rows}
+
+
+def test_lab_sized_checkpoint_is_adopted_strictly(lab_state_dict, tmp_path):
+    torch.save(lab_state_dict, tmp_path / "VQGAN.pt")
+    model = adopt(tmp_path / "VQGAN.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, lab_state_dict[k]), k
+
+
+def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project, tmp_path):
+    key = "decoder.model.5.q.weight"
+    bad = {
+        "missing": ({k: v for k, v in lab_state_dict.items() if k != key}, ["missing keys", key]),
+        "extra": ({**lab_state_dict, "encoder.extra.weight": torch.zeros(1)}, ["unexpected keys", "encoder.extra.weight"]),
+        "shape": ({**lab_state_dict, key: torch.zeros(3, 3)}, ["wrong shapes", key, "(512, 512, 1, 1)"]),
+        "wrapped": ({"state_dict": lab_state_dict}, ["not a raw state_dict"]),
+    }
+    for name, (sd, words) in bad.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(sd, path)
+        err = project.fails("vqgan", f"vqgan.checkpoint={path}")
+        assert all(w in err for w in words), (name, err)
+    full = tmp_path / "full.pt"
+    torch.save({"a": torch.zeros(1000)}, full)
+    (tmp_path / "truncated.pt").write_bytes(full.read_bytes()[:500])
+    err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'truncated.pt'}")
+    assert "could not be read" in err and "truncated.pt" in err
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(Evil()))
+    err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'code.pt'}")
+    assert "could not be read" in err and not Path("/tmp/pwned-by-checkpoint").exists()
+    err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'absent.pt'}")
+    assert "not found" in err
+    assert not project.path("models", "vqgan").exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (open, ("/tmp/pwned-by-checkpoint", "w"))
+
+
+def log_rows(project):
+    with open(project.path("reports", "vqgan", "train_log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_lowers_reconstruction_error(project):
+    over = [o for o in TINY if not o.startswith(("vqgan.steps", "vqgan.disc_start"))]
+    project.run("prepare", *over)
+    project.run("vqgan", *over, "vqgan.steps=1", "vqgan.disc_start=1000")
+    psnr_before = json.loads(project.path("reports", "vqgan", "metrics.json").read_text())["val_psnr"]
+    project.run("vqgan", *over, "vqgan.steps=200", "vqgan.disc_start=1000", "vqgan.lr=0.002")
+    rows = log_rows(project)
+    first = np.mean([float(r["rec_loss"]) for r in rows[:3]])
+    last = np.mean([float(r["rec_loss"]) for r in rows[-3:]])
+    metrics = json.loads(project.path("reports", "vqgan", "metrics.json").read_text())
+    assert last < 0.8 * first
+    assert metrics["val_psnr"] > psnr_before + 2
+    assert metrics["codebook_used"] > 8
+
+
+def kill_after_checkpoint(project, stage, *overrides):
+    """Start a stage, SIGKILL it once it has written a checkpoint, and return that checkpoint's step."""
+    cmd = [sys.executable, "-m", f"stages.{stage}"] + [a for o in overrides for a in ("-S", o)]
+    proc = subprocess.Popen(cmd, cwd=project.root, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = list(project.path("checkpoints").glob(f"{stage}-*.pt")) if project.path("checkpoints").exists() else []
+        if ckpts:
+            time.sleep(0.3)  # let the atomic rename finish
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return torch.load(ckpts[0], weights_only=False)["step"]
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"{stage} finished or hung before writing a checkpoint")
+
+
+def test_vqgan_resumes_after_a_kill_and_matches(project):
+    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15"]
+    project.run("prepare", *over)
+    project.run("vqgan", *over)
+    uninterrupted = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    step = kill_after_checkpoint(project, "vqgan", *over)
+    assert 0 < step < 30
+    out = project.run("vqgan", *over)
+    assert f"resuming from" in out.stdout + out.stderr
+    resumed = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    for k in uninterrupted:
+        assert torch.equal(uninterrupted[k], resumed[k]), k
+    assert not list(project.path("checkpoints").glob("vqgan-*.pt"))
+
+
+def test_token_cache_is_deterministic_and_typed(tiny_project):
+    first = {p.name: p.read_bytes() for p in tiny_project.path("data", "tokens").glob("*.npy")}
+    tiny_project.run("tokens", *TINY)
+    second = {p.name: p.read_bytes() for p in tiny_project.path("data", "tokens").glob("*.npy")}
+    assert first == second and set(first) == {"train.npy", "val.npy", "test_masked.npy", "test_mask.npy", "test_gt.npy"}
+    train = np.load(tiny_project.path("data", "tokens", "train.npy"))
+    assert train.dtype == np.int16 and train.shape[1] == 256 and 0 <= train.min() and train.max() < 32
+    mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
+    mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
+    assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())

@@ -1,0 +1,63 @@
+"""The train stage: exact resume, DDP on two gloo processes, non-finite loss handling."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO, TINY, Project
+from test_stage1 import kill_after_checkpoint
+
+
+def stage2_project(tiny_project, tmp_path) -> Project:
+    """A copy of the tiny project's prepared data, stage 1 and tokens, to train in."""
+    proj = Project(tmp_path)
+    for sub in ("data/prepared", "data/tokens", "models/vqgan"):
+        shutil.copytree(tiny_project.path(sub), proj.path(sub))
+    return proj
+
+
+def test_train_resumes_after_a_kill_and_matches(tiny_project, tmp_path):
+    proj = stage2_project(tiny_project, tmp_path)
+    over = [*TINY, "train.epochs=4", "train.checkpoint_every=7"]
+    proj.run("train", *over)
+    uninterrupted = torch.load(proj.path("models", "transformer", "last.pt"))
+    best = json.loads(proj.path("reports", "train", "metrics.json").read_text())
+    step = kill_after_checkpoint(proj, "train", *over)
+    assert 0 < step < best["steps"]
+    out = proj.run("train", *over)
+    assert "resuming from" in out.stdout + out.stderr
+    resumed = torch.load(proj.path("models", "transformer", "last.pt"))
+    for k in uninterrupted:
+        assert torch.equal(uninterrupted[k], resumed[k]), k
+    assert json.loads(proj.path("reports", "train", "metrics.json").read_text())["best_val_loss"] == best["best_val_loss"]
+
+
+def test_training_learns_and_keeps_the_best_checkpoint(tiny_project):
+    metrics = json.loads(tiny_project.path("reports", "train", "metrics.json").read_text())
+    val_log = tiny_project.path("reports", "train", "val_log.csv").read_text().splitlines()
+    assert len(val_log) == 1 + 2  # header + one row per epoch
+    losses = [float(line.split(",")[3]) for line in val_log[1:]]
+    assert metrics["best_val_loss"] == round(min(losses), 5)
+    assert losses[-1] < 3.5  # ln(33) ≈ 3.50: better than uniform over the codebook + mask token
+
+
+def test_ddp_on_two_gloo_processes(tiny_project, tmp_path):
+    proj = stage2_project(tiny_project, tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    cmd = torchrun + ["-m", "stages.train"] + [a for o in [*TINY, "train.batch_size=8"] for a in ("-S", o)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=proj.root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proj.path("reports", "train", "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 2 * (len(__import__("numpy").load(
+        proj.path("data", "tokens", "train.npy"))) // 16)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_project, tmp_path):
+    proj = stage2_project(tiny_project, tmp_path)
+    err = proj.fails("train", *TINY, "train.lr=1e30", "train.grad_clip=1e30", "train.warmup_steps=1")
+    assert "non-finite loss" in err
+    assert not proj.path("models", "transformer").exists()
