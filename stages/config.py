@@ -20,6 +20,10 @@ class ConfigError(ValueError):
     """A parameter or input is wrong; the message names it and says what was expected."""
 
 
+class StageFailed(RuntimeError):
+    """A stage cannot go on (e.g. a non-finite loss); the message says what was kept."""
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
@@ -100,11 +104,11 @@ def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:
 
 
 def run(main) -> None:
-    """Run a stage's main(); a ConfigError becomes one clear line on stderr and exit status 2."""
+    """Run a stage's main(); a ConfigError or StageFailed becomes one clear line on stderr, exit status 2."""
     import sys
 
     try:
         main()
-    except ConfigError as e:
+    except (ConfigError, StageFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -19,9 +19,9 @@ import numpy as np
 from model.baselines import hole_psnr, opencv_inpaint
 from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
 from stages import report
-from stages.common import atomic_dir, pick_device, save_json
+from stages.common import atomic_dir, pick_device
 from stages.config import cli, run
-from stages.training import load_array
+from stages.training import require
 
 PREPARED = Path("data/prepared/test")
 REFERENCE = Path("data/fid/reference.npz")
@@ -34,7 +34,7 @@ class FID:
     """FID against the cached reference, with features cached by the content of the image set."""
 
     def __init__(self, device, batch_size: int):
-        ref = np.load(load_reference_path())
+        ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         if self.available:
             self.mu, self.sigma = ref["mu"], ref["sigma"]
@@ -52,11 +52,6 @@ class FID:
             CACHE.mkdir(parents=True, exist_ok=True)
             np.save(path, feats.astype(np.float32))
         return round(frechet_distance(*gaussian_stats(feats), self.mu, self.sigma), 3)
-
-
-def load_reference_path() -> Path:
-    load_array(REFERENCE, "fid_reference")  # fails with a clear message when absent
-    return REFERENCE
 
 
 def baselines(fid: FID, masked, mask64, gt, recon) -> list[dict]:

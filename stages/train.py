@@ -22,7 +22,7 @@ from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
-from stages.config import ConfigError, cli, run
+from stages.config import ConfigError, StageFailed, cli, run
 
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
@@ -78,10 +78,7 @@ def train(cfg: dict) -> dict:
     p = cfg["train"]
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
-    vq_path = Path("models/vqgan/architecture.json")
-    if not vq_path.exists():
-        raise ConfigError(f"{vq_path} not found: run the `vqgan` stage first")
-    arch_vq = json.loads(vq_path.read_text())
+    arch_vq = json.loads(training.require(Path("models/vqgan/architecture.json"), "vqgan").read_text())
     arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
     train_tok = torch.from_numpy(training.load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
     val_tok = torch.from_numpy(training.load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
@@ -102,7 +99,8 @@ def train(cfg: dict) -> dict:
     step, best, log, val_log = 0, {"val_loss": float("inf")}, [], []
     best_state = None
     if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        for obj, key in ((model, "model"), (opt, "opt"), (sched, "sched")):
+            obj.load_state_dict(state[key])
         mask_gen.set_state(state["mask_gen"].cpu())
         if rank > 0:  # only rank 0's generator is saved; the others restart from a seed of the step
             mask_gen.manual_seed(p["seed"] * 1000 + rank + 7919 * state["step"])
@@ -131,7 +129,7 @@ def train(cfg: dict) -> dict:
                 loss, acc, _ = mvtm_loss(fwd, train_tok[batch_idx], arch.mask_token, p["gamma"], mask_gen,
                                          p["label_smoothing"])
             if not torch.isfinite(loss):
-                raise RuntimeError(f"train: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
+                raise StageFailed(f"train: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])

@@ -61,10 +61,15 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext
 
 
-def load_array(path: Path, stage: str) -> np.ndarray:
+def require(path: Path, stage: str) -> Path:
+    """`path`, or a clear error saying which stage makes it."""
     if not path.exists():
         raise ConfigError(f"{path} not found: run the `{stage}` stage first (dvc repro, or python -m stages.{stage})")
-    return np.load(path)
+    return path
+
+
+def load_array(path: Path, stage: str) -> np.ndarray:
+    return np.load(require(path, stage))
 
 
 def write_log_csv(rows: list[dict], path: Path) -> None:

@@ -19,7 +19,7 @@ from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, i
                                   restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, cli, run
+from stages.config import ConfigError, StageFailed, cli, run
 
 PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
@@ -83,9 +83,9 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     ckpt_path = training.checkpoint_path("vqgan", p, data_cfg)
     state, log, start = training.load_checkpoint(ckpt_path, device), [], 0
     if state:
-        model.load_state_dict(state["model"]), disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"]), gen.set_state(state["gen"])
+        for obj, key in ((model, "model"), (disc, "disc"), (opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g")):
+            obj.load_state_dict(state[key])
+        gen.set_state(state["gen"])
         usage.copy_(state["usage"])
         log, start = state["log"], state["step"]
 
@@ -106,8 +106,9 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
         x = batch()
         logs, indices = step_fn(x, step, autocast)
         if not np.isfinite(logs["loss"]):
-            raise RuntimeError(f"vqgan: non-finite loss at step {step}; last good checkpoint: {ckpt_path}")
+            raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
         usage += torch.bincount(indices.flatten(), minlength=len(usage))
+        # Restarts stop for the last fifth, so the decoder settles on the final codebook.
         if (step + 1) % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
@@ -165,10 +166,7 @@ def main() -> None:
 
 def load_frozen(device) -> VQGAN:
     """The stage's output, for the later stages: frozen, in eval mode."""
-    arch_path = OUT / "architecture.json"
-    if not arch_path.exists():
-        raise ConfigError(f"{arch_path} not found: run the `vqgan` stage first")
-    model = VQGAN(VQGANConfig(**json.loads(arch_path.read_text())))
+    model = VQGAN(VQGANConfig(**json.loads(training.require(OUT / "architecture.json", "vqgan").read_text())))
     model.load_state_dict(torch.load(OUT / "vqgan.pt", map_location="cpu", weights_only=True))
     return model.to(device).eval().requires_grad_(False)
 

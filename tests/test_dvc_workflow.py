@@ -51,8 +51,8 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
 
     out = sh("dvc exp run -S schedule=linear -S T=3", clone)
     assert ran_stages(out) == {"inpaint_headline", "evaluate"}
-    diff = sh("dvc metrics diff", clone)
-    assert "reports/metrics.json" in diff and "fid" in diff
+    diff = sh("dvc metrics diff --all", clone)
+    assert "headline.schedule" in diff and "linear" in diff and "headline.fid_composite" in diff
     show = sh("dvc exp show --no-pager --csv", clone)
     assert "linear" in show
     sh("dvc plots show -o plots_html", clone)

@@ -112,7 +112,7 @@ def test_vqgan_resumes_after_a_kill_and_matches(project):
     step = kill_after_checkpoint(project, "vqgan", *over)
     assert 0 < step < 30
     out = project.run("vqgan", *over)
-    assert f"resuming from" in out.stdout + out.stderr
+    assert "resuming from" in out.stdout + out.stderr
     resumed = torch.load(project.path("models", "vqgan", "vqgan.pt"))
     for k in uninterrupted:
         assert torch.equal(uninterrupted[k], resumed[k]), k

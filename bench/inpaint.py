@@ -1,0 +1,84 @@
+"""Inpainting throughput of the lab configuration: the whole test set batched, against the common
+student loop (one image at a time, the VQGAN decoder run after every iteration), in one run.
+
+    python -m bench.inpaint [--images 747] [--T 8] [--loop-images 8]
+
+Random weights: the timing does not depend on what the model has learned.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bench.common import machine, sync
+from model.iterative_decode import iterative_decode
+from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.vqgan import VQGAN, VQGANConfig
+from stages.training import autocast_for
+
+
+def run(device, images: int, T: int, loop_images: int, batch: int = 256) -> dict:
+    torch.manual_seed(0)
+    transformer = BidirectionalTransformer(TransformerConfig()).to(device).eval()
+    vqgan = VQGAN(VQGANConfig()).to(device).eval()
+    autocast = autocast_for(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(images, 3, 64, 64, device=device)
+    mask = torch.rand(images, 256, device=device, generator=gen) < 0.4
+
+    def predict(tokens):
+        with autocast():
+            return transformer(tokens)
+
+    @torch.inference_mode()
+    def batched(n):
+        for i in range(0, n, batch):
+            with autocast():
+                tokens = vqgan.encode(x[i:i + batch])[1]
+            out = iterative_decode(predict, tokens, mask[i:i + batch], T=T, mask_token=1024, num_codes=1024,
+                                   generator=gen)
+            with autocast():
+                vqgan.decode_indices(out.tokens)
+
+    @torch.inference_mode()
+    def per_image(n):
+        for i in range(n):
+            tokens = torch.where(mask[i:i + 1], 1024, vqgan.encode(x[i:i + 1])[1])
+            for _ in range(T):  # fp32, batch 1, the picture decoded after every iteration
+                predicted = transformer(tokens)[..., :1024].argmax(-1)
+                vqgan.decode_indices(predicted)
+
+    batched(min(images, batch))  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    batched(images)
+    sync(device)
+    batched_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_image(loop_images)
+    sync(device)
+    loop_rate = loop_images / (time.perf_counter() - t0)
+    return {"benchmark": f"inpainting, lab configuration, T={T}", "machine": machine(device),
+            "batched": {"images": images, "seconds": round(batched_s, 2), "images_per_s": round(images / batched_s, 1),
+                        "includes": "VQGAN encode + T transformer passes + VQGAN decode"},
+            "per_image_loop": {"images": loop_images, "images_per_s": round(loop_rate, 2)},
+            "speedup": round(images / batched_s / loop_rate, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int)
+    parser.add_argument("--T", type=int, default=8)
+    parser.add_argument("--loop-images", type=int)
+    a = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    print(json.dumps(run(device, a.images or (747 if gpu else 32), a.T, a.loop_images or (16 if gpu else 2),
+                         batch=256 if gpu else 32), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Stage-2 training throughput of the lab configuration, next to the "student-style" loop.
+
+    python -m bench.stage2 [--batch 256] [--steps 5] [--compile]
+
+Ours: tokens cached, bf16 autocast on CUDA, large batch, fused AdamW. Student-style: fp32, batch 16,
+gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: 6 x parameters x 256.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from bench.common import machine, timed
+from model.mvtm import mvtm_loss
+from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.vqgan import VQGAN, VQGANConfig
+from stages.training import autocast_for
+
+H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
+
+
+def step_fn(model, opt, tokens, autocast):
+    def step():
+        with autocast():
+            loss, _, _ = mvtm_loss(model, tokens, model.cfg.mask_token)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def run(device: torch.device, batch: int, steps: int, compile_model: bool, student_steps: int = 2) -> dict:
+    torch.manual_seed(0)
+    cfg = TransformerConfig()
+    model = BidirectionalTransformer(cfg).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    flops_per_image = 6 * params * cfg.num_image_tokens
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    fwd = torch.compile(model) if compile_model else model
+    fwd.cfg = cfg
+    tokens = torch.randint(0, cfg.num_codebook_vectors, (batch, cfg.num_image_tokens), device=device)
+    sec = timed(step_fn(fwd, opt, tokens, autocast_for(device)), device, warmup=2 if compile_model else 1,
+                repeat=steps)
+    ours = {"batch": batch, "images_per_s": round(batch / sec, 1), "tflops": round(flops_per_image * batch / sec / 1e12, 2),
+            "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compile_model,
+            "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
+    if device.type == "cuda":
+        ours["mfu"] = round(flops_per_image * batch / sec / H100_BF16_PEAK, 3)
+
+    # The student loop: fp32, batch 16, accumulate 10, the (lab-size) VQGAN encoder on every batch.
+    vqgan = VQGAN(VQGANConfig()).to(device).eval()
+    images = torch.randn(16, 3, 64, 64, device=device)
+    student_opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def student_step():
+        for _ in range(10):
+            with torch.no_grad():
+                tok = vqgan.encode(images)[1]
+            loss, _, _ = mvtm_loss(model, tok, cfg.mask_token)
+            (loss / 10).backward()
+        student_opt.step()
+        student_opt.zero_grad(set_to_none=True)
+
+    sec = timed(student_step, device, warmup=1, repeat=student_steps)
+    student = {"batch": 16, "accumulation": 10, "images_per_s": round(160 / sec, 1),
+               "epoch_12000_s": round(12000 / (160 / sec), 1), "precision": "fp32"}
+    return {"benchmark": "stage-2 training, lab configuration", "machine": machine(device),
+            "parameters": params, "ours": ours, "student_style": student,
+            "speedup": round(ours["images_per_s"] / student["images_per_s"], 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--compile", action="store_true")
+    a = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    print(json.dumps(run(device, a.batch or (256 if gpu else 16), a.steps or (10 if gpu else 2), a.compile,
+                         student_steps=3 if gpu else 1), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""FID: the Fréchet distance against closed forms, the Inception features, the feature cache."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from model.synthetic import synthetic_faces
+
+
+def random_cov(rng, d):
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def test_frechet_distance_matches_closed_forms():
+    rng = np.random.default_rng(0)
+    d = 64
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    # Diagonal covariances: FID = |Δμ|² + Σ (σ1 − σ2)² with σ the standard deviations.
+    v1, v2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
+    # General covariances: against scipy's sqrtm of Σ1 Σ2, in float64.
+    s1, s2 = random_cov(rng, d), random_cov(rng, d)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_same_set_is_zero_and_singular_covariances_stay_finite():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(20, 128))  # fewer samples than dimensions: a singular covariance
+    mu, sigma = gaussian_stats(feats)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    other = gaussian_stats(rng.normal(size=(20, 128)))
+    assert np.isfinite(frechet_distance(mu, sigma, *other))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_inception("cpu")
+
+
+def test_features_are_stable_across_batch_sizes(net):
+    images = synthetic_faces(8, seed=3)
+    whole = inception_features(net, images, batch_size=8)
+    split = inception_features(net, images, batch_size=3)
+    assert whole.shape == (8, 2048)
+    np.testing.assert_allclose(whole, split, atol=1e-4)
+
+
+def test_fid_grows_with_noise(net):
+    real = synthetic_faces(40, seed=4)
+    ref = gaussian_stats(inception_features(net, real, 40))
+    rng = np.random.default_rng(0)
+    fids = []
+    for sigma in (0, 20, 50, 100):
+        noisy = np.clip(real + rng.normal(0, sigma, real.shape), 0, 255).astype(np.uint8) if sigma else real
+        fids.append(frechet_distance(*gaussian_stats(inception_features(net, noisy, 40)), *ref))
+    assert abs(fids[0]) < 1e-3
+    assert all(a < b for a, b in zip(fids, fids[1:])), fids
+
+
+def test_feature_cache_is_reused(tiny_project, monkeypatch):
+    """The evaluate stage's cache: a second FID of the same images never runs the network."""
+    monkeypatch.chdir(tiny_project.root)
+    tiny_project.run("fid_reference", "evaluate.batch_size=12")
+    from stages.evaluate import FID
+
+    fid = FID(torch.device("cpu"), 12)
+    images = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
+    first = fid(images, "grey")
+    fid.net = None  # calling the network now would fail
+    assert fid(images, "grey") == first
