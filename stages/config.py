@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats, as DVC reads params.yaml: `1e-4` is a number, not the string '1e-4'."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
+               r"|^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -30,7 +47,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r}: expected KEY=VALUE, e.g. -S T=12")
-        parsed = yaml.safe_load(value) if value != "" else None
+        parsed = _yaml(value) if value != "" else None
         # Keep digit strings such as checksums ("00ab…", "0000…") as written.
         if isinstance(parsed, int) and not isinstance(parsed, bool) and str(parsed) != value.strip():
             parsed = value.strip()
@@ -87,8 +104,7 @@ def resolve(params: dict, overrides: dict[str, Any] | None = None) -> dict:
 def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     if not path.exists():
         raise ConfigError(f"{path} not found: run the stages from the project root")
-    with open(path) as f:
-        params = yaml.safe_load(f)
+    params = _yaml(path.read_text())
     return resolve(params, parse_overrides(overrides or []))
 
 

@@ -18,8 +18,11 @@ def test_profile_fills_only_nulls_and_explicit_values_win():
 
 
 def test_overrides_parse_as_yaml_but_keep_digit_strings():
-    got = parse_overrides(["T=12", "x=1.0e-3", "flag=true", "l=[1, 2]", "sha=0012ab", "zeros=000", "none="])
-    assert got == {"T": 12, "x": 0.001, "flag": True, "l": [1, 2], "sha": "0012ab", "zeros": "000", "none": None}
+    got = parse_overrides(["T=12", "x=1.0e-3", "y=1e-4", "z=2E5", "flag=true", "l=[1, 2]", "sha=0012ab",
+                           "zeros=000", "none=", "name=cosine", "ver=1.2.3"])
+    assert got == {"T": 12, "x": 0.001, "y": 1e-4, "z": 2e5, "flag": True, "l": [1, 2], "sha": "0012ab",
+                   "zeros": "000", "none": None, "name": "cosine", "ver": "1.2.3"}
+    assert all(type(got[k]) is float for k in "xyz")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -32,7 +32,7 @@ def test_same_set_is_zero_and_singular_covariances_stay_finite():
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(20, 128))  # fewer samples than dimensions: a singular covariance
     mu, sigma = gaussian_stats(feats)
-    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-4  # trace(sigma) is about 128
     other = gaussian_stats(rng.normal(size=(20, 128)))
     assert np.isfinite(frechet_distance(mu, sigma, *other))
 
