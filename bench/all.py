@@ -21,7 +21,8 @@ def main():
     gpu = device.type == "cuda"
     results = {
         "stage1": stage1.run(device, 128 if gpu else 16, 10 if gpu else 2, a.compile),
-        "stage2": stage2.run(device, 256 if gpu else 16, 10 if gpu else 2, a.compile, student_steps=3 if gpu else 1),
+        "stage2": stage2.run(device, 256 if gpu else 16, 10 if gpu else 2, a.compile, student_steps=3 if gpu else 1,
+                             accumulation=10 if gpu else 1),
         "inpaint": inpaint.run(device, 747 if gpu else 32, 8, 16 if gpu else 2, batch=256 if gpu else 32),
     }
     with open(a.out, "w") as f:
