@@ -9,8 +9,6 @@ import torch.nn.functional as F
 
 from model.mask_schedule import mask_schedule
 
-MASK_TOKEN = 1024  # the lab's mask token id: one past the last codebook entry
-
 
 def token_mask_from_pixels(mask64: torch.Tensor) -> torch.Tensor:
     """The lab rule. mask64: (B, 64, 64) with 1 = known, 0 = hole (or 0/255 uint8).

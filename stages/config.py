@@ -67,13 +67,6 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def get_dotted(tree: dict, key: str) -> Any:
-    node = tree
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def _fill_nulls(tree: dict, defaults: dict, prefix: str = "") -> None:
     for key, value in defaults.items():
         name = f"{prefix}{key}"
