@@ -8,6 +8,7 @@ autocast and channels_last on CUDA, fp32 on the CPU; and the fp32 batch-16 basel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import torch
@@ -36,7 +37,7 @@ def step_per_s(device, batch: int, steps: int, precision: str, compile_model: bo
     x = torch.randn(batch, 3, 64, 64, device=device)
     if fast:
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = autocast_for(device) if fast else __import__("contextlib").nullcontext
+    autocast = autocast_for(device) if fast else contextlib.nullcontext
     return batch / timed(lambda: step(x, 1, autocast), device, warmup=2 if compile_model else 1, repeat=steps)
 
 

@@ -28,19 +28,19 @@ def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_codebook(model: VQGAN, vectors: torch.Tensor, generator=None) -> None:
+def init_codebook(model: VQGAN, vectors: torch.Tensor) -> None:
     """Start the codebook on actual encoder outputs (random samples), not on a tiny uniform cloud."""
     k = model.codebook.embedding.num_embeddings
-    idx = torch.randint(0, len(vectors), (k,), generator=generator, device=vectors.device)
+    idx = torch.randint(0, len(vectors), (k,), device=vectors.device)
     model.codebook.embedding.weight.copy_(vectors[idx])
 
 
 @torch.no_grad()
-def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor, generator=None) -> int:
+def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor) -> int:
     """Move every entry unused since the last restart onto a random recent encoder output."""
     dead = (usage == 0).nonzero().flatten()
     if len(dead):
-        idx = torch.randint(0, len(vectors), (len(dead),), generator=generator, device=vectors.device)
+        idx = torch.randint(0, len(vectors), (len(dead),), device=vectors.device)
         model.codebook.embedding.weight[dead] = vectors[idx].to(model.codebook.embedding.weight.dtype)
     usage.zero_()
     return len(dead)
@@ -59,7 +59,10 @@ def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:
 
 
 class Stage1Step:
-    """One optimisation step of stage 1 (generator and, once switched on, discriminator)."""
+    """One optimisation step of stage 1 (generator and, once switched on, discriminator).
+
+    Returns its losses as detached tensors: reading them (a host sync on a GPU) is left to the caller,
+    which does it only when it logs."""
 
     def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict):
         self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
@@ -71,7 +74,7 @@ class Stage1Step:
             decoded, indices, q_loss = model(x)
             rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
             loss = rec + q_loss
-            logs = {"rec_loss": rec.item(), "q_loss": q_loss.item()}
+            logs = {"rec_loss": rec.detach(), "q_loss": q_loss.detach()}
             if gan_on:
                 fake_logits, fake_feats = disc(decoded, return_features=True)
                 g_loss = -fake_logits.mean()
@@ -81,7 +84,7 @@ class Stage1Step:
         if gan_on:
             lam = adaptive_weight(rec, g_loss.float(), model.decoder.model[-1].weight, p["disc_weight"])
             loss = loss + lam * g_loss + p["feature_weight"] * fm
-            logs.update(g_loss=g_loss.item(), fm_loss=fm.item(), adaptive_weight=lam.item())
+            logs.update(g_loss=g_loss.detach(), fm_loss=fm.detach(), adaptive_weight=lam)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -91,6 +94,6 @@ class Stage1Step:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            logs["d_loss"] = d_loss.item()
-        logs["loss"] = loss.item()
+            logs["d_loss"] = d_loss.detach()
+        logs["loss"] = loss.detach()
         return logs, indices

@@ -128,15 +128,16 @@ def train(cfg: dict) -> dict:
             with autocast():
                 loss, acc, _ = mvtm_loss(fwd, train_tok[batch_idx], arch.mask_token, p["gamma"], mask_gen,
                                          p["label_smoothing"])
-            if not torch.isfinite(loss):
-                raise StageFailed(f"train: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
             opt.step()
             sched.step()
             step, seen = step + 1, seen + len(batch_idx) * world
-            if step % 10 == 0 or step == total:
+            checkpoint_now = main_proc and step % p["checkpoint_every"] == 0 and step < total
+            if step % 10 == 0 or step == total or checkpoint_now:  # reading the loss syncs the GPU
+                if not torch.isfinite(loss):
+                    raise StageFailed(f"train: non-finite loss by step {step}; the last good checkpoint is {ckpt_path}")
                 log.append({"step": step, "loss": round(loss.item(), 5), "accuracy": round(acc.item(), 5),
                             "lr": sched.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
@@ -147,7 +148,7 @@ def train(cfg: dict) -> dict:
                 if v["val_loss"] < best["val_loss"]:
                     best = {**v, "epoch": step // steps_per_epoch}
                     best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
-            if main_proc and step % p["checkpoint_every"] == 0 and step < total:
+            if checkpoint_now:
                 save(step)
     bar.close()
     elapsed = time.time() - t0

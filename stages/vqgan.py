@@ -105,18 +105,21 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     for step in bar:
         x = batch()
         logs, indices = step_fn(x, step, autocast)
-        if not np.isfinite(logs["loss"]):
-            raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
         usage += torch.bincount(indices.flatten(), minlength=len(usage))
         # Restarts stop for the last fifth, so the decoder settles on the final codebook.
         if (step + 1) % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
-        if step % 10 == 0 or step == p["steps"] - 1:
-            log.append({"step": step, **{k: round(v, 5) for k, v in logs.items()}})
+        last = step == p["steps"] - 1
+        checkpoint_now = (step + 1) % p["checkpoint_every"] == 0 and not last
+        if step % 10 == 0 or last or checkpoint_now:  # reading the losses syncs the GPU: not every step
+            values = {k: round(float(v), 5) for k, v in logs.items()}
+            if not np.isfinite(values["loss"]):
+                raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
+            log.append({"step": step, **values})
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{rate:.0f}")
-        if (step + 1) % p["checkpoint_every"] == 0 and step + 1 < p["steps"]:
+            bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
+        if checkpoint_now:
             training.save_checkpoint(ckpt_path, step=step + 1, model=model.state_dict(), disc=disc.state_dict(),
                                      opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
                                      sched_g=sched_g.state_dict(), gen=gen.get_state(), usage=usage, log=log)
