@@ -16,7 +16,7 @@ import torch
 from bench.common import machine, timed
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
-from stages.training import autocast_for
+from stages.training import autocast_for, compile_generator
 
 RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.1, "feature_weight": 1.0}
 
@@ -30,7 +30,7 @@ def step_per_s(device, batch: int, steps: int, precision: str, compile_model: bo
     fast = precision == "bf16" and device.type == "cuda"
     if fast:
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if compile_model else model
+    fwd = compile_generator(model) if compile_model else model
     opt_g = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
     step = Stage1Step(fwd, disc, opt_g, opt_d, RECIPE)

@@ -62,9 +62,10 @@ def write_resolved(cfg: dict, folder: str | Path, name: str = "config.yaml") -> 
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every stage runs fixed shapes: pick the fastest kernels once
+    return device
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

@@ -5,23 +5,20 @@ each stage took. Writes the same outputs as `dvc repro`.
 """
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import time
 
 from stages.common import save_json
 from stages.config import cli, run
-from stages.inpaint import config_name
 
 
 def plan(cfg: dict) -> list[tuple[str, list[str]]]:
     sweep = cfg["sweep"]
     steps = [("prepare", []), ("vqgan", []), ("tokens", []), ("train", [])]
-    for schedule, T, sweet in itertools.product(sweep["schedule"], sweep["T"], sweep["sweet_spot"]):
-        steps.append((f"inpaint {config_name(schedule, T, sweet)}",
-                      ["--schedule", str(schedule), "--T", str(T), "--sweet-spot", str(sweet)]))
-    steps += [("inpaint headline", []), ("fid_reference", []), ("evaluate", [])]
+    points = len(sweep["schedule"]) * len(sweep["T"]) * len(sweep["sweet_spot"])
+    steps += [(f"inpaint sweep ({points} configurations)", ["--sweep"]), ("inpaint headline", []),
+              ("fid_reference", []), ("evaluate", [])]
     return steps
 
 

@@ -56,9 +56,17 @@ def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast) -> di
     for chunk in val.split(p["batch_size"]):
         with autocast():
             loss, acc, n = mvtm_loss(model, chunk, mask_token, p["gamma"], gen)
+        n = n.item()
         losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
     model.train()
     return {"val_loss": sum(losses) / sum(counts), "val_accuracy": sum(accs) / sum(counts)}
+
+
+def steady_rate(epoch_ends: list[float], images_per_epoch: int) -> float | None:
+    """Training images per second from the second epoch on (compilation and warm-up excluded)."""
+    if len(epoch_ends) < 3:
+        return None
+    return round(images_per_epoch * (len(epoch_ends) - 2) / (epoch_ends[-1] - epoch_ends[1]), 1)
 
 
 def setup_distributed(device_name: str):
@@ -120,6 +128,7 @@ def train(cfg: dict) -> dict:
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", mininterval=2.0, disable=not main_proc)
     t0, seen = time.time(), 0
+    epoch_ends = [t0]  # the first epoch includes compilation; the steady rate leaves it out
     while step < total:
         epoch, pos = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
@@ -143,8 +152,10 @@ def train(cfg: dict) -> dict:
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
             bar.update(1)
             if step % steps_per_epoch == 0:
-                v = validate(model, val_tok, arch.mask_token, p, autocast)
-                val_log.append({"step": step, "epoch": step // steps_per_epoch, **v})
+                v = validate(model, val_tok, arch.mask_token, p, autocast)  # syncs: the epoch is timed here
+                epoch_ends.append(time.time())
+                val_log.append({"step": step, "epoch": step // steps_per_epoch,
+                                "epoch_seconds": round(epoch_ends[-1] - epoch_ends[-2], 3), **v})
                 if v["val_loss"] < best["val_loss"]:
                     best = {**v, "epoch": step // steps_per_epoch}
                     best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
@@ -159,6 +170,7 @@ def train(cfg: dict) -> dict:
     metrics = {"best_epoch": best["epoch"], "best_val_loss": round(best["val_loss"], 5),
                "best_val_accuracy": round(best["val_accuracy"], 5), "epochs": p["epochs"], "steps": total,
                "processes": world, "images_per_s": round(seen / elapsed, 1) if seen else None,
+               "steady_images_per_s": steady_rate(epoch_ends, steps_per_epoch * p["batch_size"] * world),
                "device": str(device), "parameters": sum(t.numel() for t in model.parameters())}
     with atomic_dir(OUT) as out:
         torch.save(best_state, out / "transformer.pt")

@@ -61,6 +61,15 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext
 
 
+def compile_generator(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile for the stage-1 generator. The adaptive GAN weight takes two gradients through the
+    same graph (retain_graph), which a compiled backward only allows without donated buffers."""
+    import torch._functorch.config
+
+    torch._functorch.config.donated_buffer = False
+    return torch.compile(model)
+
+
 def require(path: Path, stage: str) -> Path:
     """`path`, or a clear error saying which stage makes it."""
     if not path.exists():

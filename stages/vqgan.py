@@ -74,7 +74,7 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     warmup = lambda s: min(1.0, (s + 1) / max(1, p["warmup_steps"]))  # noqa: E731
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, warmup)
-    fwd = torch.compile(model) if p["compile"] else model
+    fwd = training.compile_generator(model) if p["compile"] else model
     step_fn = Stage1Step(fwd, disc, opt_g, opt_d, p)
 
     data = torch.from_numpy(images).to(device)
@@ -105,7 +105,7 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     for step in bar:
         x = batch()
         logs, indices = step_fn(x, step, autocast)
-        usage += torch.bincount(indices.flatten(), minlength=len(usage))
+        usage.index_add_(0, indices.flatten(), torch.ones_like(indices.flatten()))  # bincount would sync
         # Restarts stop for the last fifth, so the decoder settles on the final codebook.
         if (step + 1) % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
@@ -116,7 +116,7 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
             values = {k: round(float(v), 5) for k, v in logs.items()}
             if not np.isfinite(values["loss"]):
                 raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
-            log.append({"step": step, **values})
+            log.append({"step": step, "seconds": round(time.time() - t0, 2), **values})
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
         if checkpoint_now:

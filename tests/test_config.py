@@ -38,3 +38,23 @@ def test_bad_parameters_are_named(override, message):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["T12"])
+
+
+@pytest.mark.parametrize("profile", ["quick", "lab"])
+def test_no_value_in_params_yaml_shadows_its_profile(profile):
+    """A profile only fills nulls, so a main-section value it also sets would silently win over it."""
+    import yaml
+    from pathlib import Path
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    cfg = resolve(params, {"profile": profile})
+
+    def leaves(tree, prefix=()):
+        for key, value in tree.items():
+            yield from leaves(value, prefix + (key,)) if isinstance(value, dict) else [(prefix + (key,), value)]
+
+    for path, value in leaves(params["profiles"][profile]):
+        resolved = cfg
+        for key in path:
+            resolved = resolved[key]
+        assert resolved == value, f"params.yaml sets {'.'.join(path)}, shadowing the {profile} profile's {value}"

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from model.attention import MultiHeadAttention
 from model.masking import mvtm_mask
+from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,3 +119,20 @@ def test_overfits_one_tiny_batch():
         opt.step()
     acc = (model(inp)[mask].argmax(-1) == tokens[mask]).float().mean()
     assert loss.item() < 0.05 and acc == 1.0
+
+
+def test_mvtm_loss_is_the_masked_token_cross_entropy():
+    """Against a float64 re-computation over the masked positions only, label smoothing written out."""
+    torch.manual_seed(0)
+    k, eps = 16, 0.1
+    logits = torch.randn(3, 256, k + 1, dtype=torch.float64)
+    tokens = torch.randint(0, k, (3, 256))
+    mask = torch.rand(3, 256) < 0.4
+    loss, acc, n = mvtm_loss(lambda inputs: logits, tokens, k, mask=mask, label_smoothing=eps)
+    logp = torch.log_softmax(logits[mask], -1)
+    target = tokens[mask]
+    nll = -logp.gather(1, target[:, None]).squeeze(1)
+    expected = ((1 - eps) * nll - eps * logp.mean(-1)).mean()
+    assert int(n) == int(mask.sum())
+    assert torch.allclose(loss.double(), expected, atol=1e-5)
+    assert torch.isclose(acc.double(), (logp.argmax(-1) == target).double().mean(), atol=1e-6)
