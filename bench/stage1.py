@@ -23,7 +23,7 @@ RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.
 
 def step_per_s(device, batch: int, steps: int, precision: str, compile_model: bool, width: float) -> float:
     torch.manual_seed(0)
-    scale = lambda chs: [max(32, int(c * width)) for c in chs]  # noqa: E731
+    scale = lambda chs: [max(32, round(c * width / 32) * 32) for c in chs]  # noqa: E731  (GroupNorm(32))
     base = VQGANConfig()
     cfg = VQGANConfig(enc_channels=scale(base.enc_channels), dec_channels=scale(base.dec_channels))
     model, disc = VQGAN(cfg).to(device), Discriminator().to(device)
