@@ -20,7 +20,10 @@ from model.vqgan import VQGAN, VQGANConfig
 from stages.training import autocast_for
 
 
-def run(device, images: int, T: int, loop_images: int, batch: int = 256) -> dict:
+def run(device, images: int | None = None, T: int = 8, loop_images: int | None = None) -> dict:
+    """None picks the device's default: the 747 test images and a 16-image loop on a GPU, 32 and 2 on a CPU."""
+    gpu = device.type == "cuda"
+    images, loop_images, batch = images or (747 if gpu else 32), loop_images or (16 if gpu else 2), 256 if gpu else 32
     torch.manual_seed(0)
     transformer = BidirectionalTransformer(TransformerConfig()).to(device).eval()
     vqgan = VQGAN(VQGANConfig()).to(device).eval()
@@ -75,9 +78,7 @@ def main():
     parser.add_argument("--loop-images", type=int)
     a = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = device.type == "cuda"
-    print(json.dumps(run(device, a.images or (747 if gpu else 32), a.T, a.loop_images or (16 if gpu else 2),
-                         batch=256 if gpu else 32), indent=2))
+    print(json.dumps(run(device, a.images, a.T, a.loop_images), indent=2))
 
 
 if __name__ == "__main__":

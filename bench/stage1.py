@@ -41,8 +41,11 @@ def step_per_s(device, batch: int, steps: int, precision: str, compile_model: bo
     return batch / timed(lambda: step(x, 1, autocast), device, warmup=2 if compile_model else 1, repeat=steps)
 
 
-def run(device, batch: int, steps: int, compile_model: bool, width: float = 1.0) -> dict:
+def run(device, batch: int | None = None, steps: int | None = None, compile_model: bool = False,
+        width: float = 1.0) -> dict:
+    """None picks the device's default: batch 128 and 10 steps on a GPU, 16 and 2 on a CPU."""
     gpu = device.type == "cuda"
+    batch, steps = batch or (128 if gpu else 16), steps or (10 if gpu else 2)
     ours = step_per_s(device, batch, steps, "bf16" if gpu else "fp32", compile_model, width)
     baseline = step_per_s(device, 16, max(2, steps // 2), "fp32", False, width)
     return {"benchmark": "stage-1 training step (generator + discriminator)", "machine": machine(device),
@@ -59,9 +62,7 @@ def main():
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier of the lab widths")
     a = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = device.type == "cuda"
-    print(json.dumps(run(device, a.batch or (128 if gpu else 16), a.steps or (10 if gpu else 2), a.compile, a.width),
-                     indent=2))
+    print(json.dumps(run(device, a.batch, a.steps, a.compile, a.width), indent=2))
 
 
 if __name__ == "__main__":
