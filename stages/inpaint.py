@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,32 +63,43 @@ def decoding_picture(masked, gt, masks, step_images) -> np.ndarray:
     return grid.repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
 
 
-def load_inputs(cfg: dict) -> dict:
-    """Everything decoding needs, loaded once: test tokens and masks, images, both frozen models."""
+@dataclass
+class DecodeInputs:
+    """Everything decoding needs, loaded once for all configurations of a process."""
+    device: torch.device
+    masked_tokens: torch.Tensor  # (N, 256) long, on `device`
+    token_mask: torch.Tensor     # (N, 256) bool, on `device`
+    masked: np.ndarray           # (N, 64, 64, 3) uint8, holes grey
+    mask64: np.ndarray           # (N, 64, 64) uint8, 0 = hole
+    gt: np.ndarray | None
+    transformer: torch.nn.Module
+    vqgan: VQGAN
+
+
+def load_inputs(cfg: dict) -> DecodeInputs:
     device = pick_device(cfg["device"])
-    inputs = {
-        "device": device,
-        "masked_tokens": torch.from_numpy(training.load_array(TOKENS / "test_masked.npy", "tokens").astype(np.int64)),
-        "token_mask": torch.from_numpy(training.load_array(TOKENS / "test_mask.npy", "tokens")),
-        "masked": np.load(PREPARED / "test" / "masked.npy"),
-        "mask64": np.load(PREPARED / "test" / "mask64.npy"),
-        "gt": np.load(PREPARED / "test" / "gt.npy") if (PREPARED / "test" / "gt.npy").exists() else None,
-        "transformer": load_transformer(device), "vqgan": load_frozen(device),
-    }
+    gt_path = PREPARED / "test" / "gt.npy"
+
+    def token_array(name):
+        return torch.from_numpy(training.load_array(TOKENS / name, "tokens")).to(device)
+
+    inputs = DecodeInputs(
+        device=device, masked_tokens=token_array("test_masked.npy").long(), token_mask=token_array("test_mask.npy"),
+        masked=np.load(PREPARED / "test" / "masked.npy"), mask64=np.load(PREPARED / "test" / "mask64.npy"),
+        gt=np.load(gt_path) if gt_path.exists() else None,
+        transformer=load_transformer(device), vqgan=load_frozen(device))
     if device.type == "cuda":  # untimed passes at every batch shape, so no configuration's time holds warm-up
-        bs, n = cfg["inpaint"]["batch_size"], len(inputs["masked_tokens"])
+        bs, n = cfg["inpaint"]["batch_size"], len(inputs.masked_tokens)
         for size in {min(bs, n), n % bs or bs}:
-            tokens = inputs["masked_tokens"][:size].to(device)
             with torch.inference_mode(), training.autocast_for(device)():
-                inputs["transformer"](tokens)
-            decode_images(inputs["vqgan"], tokens, bs)
+                inputs.transformer(inputs.masked_tokens[:size])
+            decode_images(inputs.vqgan, inputs.masked_tokens[:size], bs)
     return inputs
 
 
-def inpaint(cfg: dict, inputs: dict, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
-    p, device = cfg["inpaint"], inputs["device"]
-    masked_tokens, token_mask, masked, mask64, gt, transformer, vqgan = (inputs[k] for k in (
-        "masked_tokens", "token_mask", "masked", "mask64", "gt", "transformer", "vqgan"))
+def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
+    p, device = cfg["inpaint"], inputs.device
+    masked, mask64, gt, transformer, vqgan = inputs.masked, inputs.mask64, inputs.gt, inputs.transformer, inputs.vqgan
     autocast = training.autocast_for(device)
 
     def predict(tokens):
@@ -100,10 +112,10 @@ def inpaint(cfg: dict, inputs: dict, schedule: str, T: int, sweet_spot: int, nam
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.time()
-    for start in range(0, len(masked_tokens), p["batch_size"]):
+    for start in range(0, len(masked), p["batch_size"]):
         result = iterative_decode(
-            predict, masked_tokens[start:start + p["batch_size"]].to(device),
-            token_mask[start:start + p["batch_size"]].to(device), T=T, schedule=schedule, sweet_spot=sweet_spot,
+            predict, inputs.masked_tokens[start:start + p["batch_size"]],
+            inputs.token_mask[start:start + p["batch_size"]], T=T, schedule=schedule, sweet_spot=sweet_spot,
             mask_token=transformer.cfg.mask_token, num_codes=transformer.cfg.num_codebook_vectors,
             choice_temperature=p["choice_temperature"], temperature=p["temperature"], generator=gen)
         tokens.append(result.tokens)
