@@ -94,11 +94,15 @@ def resolve(params: dict, overrides: dict[str, Any] | None = None) -> dict:
     return cfg
 
 
-def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
+def read_params(path: Path = PARAMS_FILE) -> dict:
+    """params.yaml as written (profiles included), read as DVC reads it."""
     if not path.exists():
         raise ConfigError(f"{path} not found: run the stages from the project root")
-    params = _yaml(path.read_text())
-    return resolve(params, parse_overrides(overrides or []))
+    return _yaml(path.read_text())
+
+
+def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
+    return resolve(read_params(path), parse_overrides(overrides or []))
 
 
 def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from stages.config import ConfigError, parse_overrides, resolve
+from stages.config import ConfigError, parse_overrides, read_params, resolve
 
 PARAMS = {
     "profile": "quick",
@@ -43,10 +45,7 @@ def test_bad_override_syntax():
 @pytest.mark.parametrize("profile", ["quick", "lab"])
 def test_no_value_in_params_yaml_shadows_its_profile(profile):
     """A profile only fills nulls, so a main-section value it also sets would silently win over it."""
-    import yaml
-    from pathlib import Path
-
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
     cfg = resolve(params, {"profile": profile})
 
     def leaves(tree, prefix=()):
