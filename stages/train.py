@@ -19,7 +19,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.transformer import POS_INITS, BidirectionalTransformer, TransformerConfig
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, run
@@ -27,7 +27,7 @@ from stages.config import ConfigError, StageFailed, cli, run
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
 REPORTS = Path("reports/train")
-ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout")
+ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
 
 
 def lr_lambda(warmup: int, total: int):
@@ -84,6 +84,8 @@ def setup_distributed(device_name: str):
 
 def train(cfg: dict) -> dict:
     p = cfg["train"]
+    if p["pos_init"] not in POS_INITS:
+        raise ConfigError(f"train.pos_init is {p['pos_init']!r}; expected one of {POS_INITS}")
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
     arch_vq = json.loads(training.require(Path("models/vqgan/architecture.json"), "vqgan").read_text())

@@ -1,4 +1,4 @@
-"""The train stage: exact resume, DDP on two gloo processes, non-finite loss handling."""
+"""The train stage: exact resume, DDP on two gloo processes, non-finite loss and bad parameter handling."""
 import csv
 import json
 import os
@@ -64,4 +64,11 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_project, tmp_path):
     proj = stage2_project(tiny_project, tmp_path)
     err = proj.fails("train", *TINY, "train.lr=1e30", "train.grad_clip=1e30", "train.warmup_steps=1")
     assert "non-finite loss" in err
+    assert not proj.path("models", "transformer").exists()
+
+
+def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
+    proj = stage2_project(tiny_project, tmp_path)
+    err = proj.fails("train", *TINY, "train.pos_init=rope")
+    assert "train.pos_init" in err and "sincos" in err
     assert not proj.path("models", "transformer").exists()

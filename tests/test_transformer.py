@@ -1,4 +1,5 @@
 """Hand-written attention and the lab's transformer, against independent references."""
+import math
 import re
 from pathlib import Path
 
@@ -77,6 +78,23 @@ def test_lab_initialisation_and_layer_norm_eps():
     assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
     assert all(m.eps == 1e-12 for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
     assert torch.all(model.bias == 0)
+
+
+def test_sincos_positions_against_the_closed_form():
+    dim, side = 32, 16
+    model = BidirectionalTransformer(TransformerConfig(dim=dim, n_layers=1, hidden_dim=64, n_heads=4, pos_init="sincos"))
+    pos = model.pos_emb.detach().double()
+    amp = 0.02 * 2**0.5
+    for index in (0, 17, 100, 255):
+        r, c = divmod(index, side)
+        for j in range(dim // 4):
+            w = 1.0 / 10000 ** (j / (dim // 4))
+            expect = [amp * math.sin(r * w), amp * math.cos(r * w), amp * math.sin(c * w), amp * math.cos(c * w)]
+            got = [pos[index, j], pos[index, dim // 4 + j], pos[index, dim // 2 + j], pos[index, 3 * dim // 4 + j]]
+            assert [round(float(g), 6) for g in got] == [round(e, 6) for e in expect], (index, j)
+    assert abs(pos.pow(2).mean().sqrt().item() - 0.02) < 1e-6  # the lab init's scale
+    with pytest.raises(ValueError, match="pos_init"):
+        BidirectionalTransformer(TransformerConfig(dim=32, n_layers=1, hidden_dim=64, n_heads=4, pos_init="rope"))
 
 
 def test_post_ln_block_and_tied_output_by_hand():

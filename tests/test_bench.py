@@ -1,0 +1,43 @@
+"""The plateau benchmark: its reference line against closed forms, and a tiny end-to-end run."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from bench.plateau import escape_step, unigram_entropy
+from conftest import REPO
+
+
+def test_unigram_entropy_closed_forms():
+    assert math.isclose(unigram_entropy(torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]), 16), math.log(4), rel_tol=1e-12)
+    assert unigram_entropy(torch.zeros(3, 5, dtype=torch.long), 8) == 0.0
+    p = np.array([0.5, 0.25, 0.25])
+    tokens = torch.tensor([0, 0, 1, 2])
+    assert math.isclose(unigram_entropy(tokens, 3), float(-(p * np.log(p)).sum()), rel_tol=1e-12)
+
+
+def test_escape_step_is_the_first_step_below_the_margin():
+    curve = [[50, 5.84], [100, 5.80], [150, 5.77], [200, 5.60]]
+    assert escape_step(curve, 5.83) == 150
+    assert escape_step(curve[:2], 5.83) is None
+
+
+def test_plateau_benchmark_runs_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("train.npy", 40), ("val.npy", 8)):
+        np.save(tmp_path / name, rng.integers(0, 16, (n, 256)).astype(np.int16))
+    out = tmp_path / "curves.json"
+    cmd = [sys.executable, "-m", "bench.plateau", "--tokens", str(tmp_path), "--runs", "normal:1e-3", "sincos:1e-3",
+           "--dim", "32", "--hidden", "64", "--layers", "2", "--batch", "4", "--steps", "4", "--every", "2",
+           "--warmup", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["pos_init"] for r in result["runs"]] == ["normal", "sincos"]
+    assert all([s for s, _ in r["curve"]] == [2, 4] for r in result["runs"])
+    assert all(math.isfinite(loss) for r in result["runs"] for _, loss in r["curve"])
+    bad = subprocess.run([*cmd[:4], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "missing/train.npy not found" in bad.stderr
