@@ -22,8 +22,8 @@ import torch
 from bench.common import machine
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
-from stages.train import lr_lambda, make_optimizer
-from stages.training import autocast_for
+from stages.train import make_optimizer
+from stages.training import autocast_for, warmup_cosine
 
 ESCAPE_MARGIN = 0.05  # nats below the unigram entropy that count as "uses the context"
 
@@ -55,7 +55,7 @@ def train_curve(cfg: TransformerConfig, lr: float, train: torch.Tensor, val: tor
     torch.manual_seed(a.seed)
     model = BidirectionalTransformer(cfg).to(device).train()
     opt = make_optimizer(model, {"lr": lr, "weight_decay": 0.01})
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(a.warmup, a.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(a.warmup, a.steps))
     gen = torch.Generator(device=device).manual_seed(a.seed)
     autocast = autocast_for(device)
     curve = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -28,16 +27,6 @@ TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
 REPORTS = Path("reports/train")
 ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
-
-
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up, then cosine decay to 10% of the peak."""
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-    return f
 
 
 def make_optimizer(model, p):
@@ -101,7 +90,7 @@ def train(cfg: dict) -> dict:
         raise ConfigError(f"train.batch_size {p['batch_size']} x {world} process(es) exceeds the "
                          f"{len(train_tok)} training images")
     total = steps_per_epoch * p["epochs"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p["warmup_steps"], total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, training.warmup_cosine(p["warmup_steps"], total))
     mask_gen = torch.Generator(device=device).manual_seed(p["seed"] * 1000 + rank)
 
     ckpt_path = training.checkpoint_path("train", p, arch_vq, len(train_tok), world)

@@ -72,8 +72,7 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
-    warmup = lambda s: min(1.0, (s + 1) / max(1, p["warmup_steps"]))  # noqa: E731
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, warmup)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, training.warmup_cosine(p["warmup_steps"], p["steps"]))
     fwd = training.compile_generator(model) if p["compile"] else model
     step_fn = Stage1Step(fwd, disc, opt_g, opt_d, p)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from conftest import REPO, TINY, Project
+from stages.training import warmup_cosine
 from test_stage1 import kill_after_checkpoint
 
 
@@ -72,3 +73,11 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
     err = proj.fails("train", *TINY, "train.pos_init=rope")
     assert "train.pos_init" in err and "sincos" in err
     assert not proj.path("models", "transformer").exists()
+
+
+def test_warmup_cosine_closed_form():
+    f = warmup_cosine(warmup=10, total=110, floor=0.1)
+    assert [f(0), f(4), f(9)] == [0.1, 0.5, 1.0]                   # linear warm-up to the peak
+    assert f(10) == 1.0 and abs(f(60) - 0.55) < 1e-12               # cosine: halfway is the mean of peak and floor
+    assert abs(f(110) - 0.1) < 1e-12 and abs(f(500) - 0.1) < 1e-12  # ends on the floor and stays there
+    assert abs(f(35) - (0.1 + 0.9 * (1 + 2**-0.5) / 2)) < 1e-12     # a quarter of the way: cos(π/4)
