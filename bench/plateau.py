@@ -22,7 +22,7 @@ import torch
 from bench.common import machine
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
-from stages.train import make_optimizer
+from stages.train import make_optimizer, validate
 from stages.training import autocast_for, warmup_cosine
 
 ESCAPE_MARGIN = 0.05  # nats below the unigram entropy that count as "uses the context"
@@ -33,20 +33,6 @@ def unigram_entropy(tokens: torch.Tensor, vocab: int) -> float:
     p = torch.bincount(tokens.flatten().cpu(), minlength=vocab).double()
     p = p[p > 0] / p.sum()
     return float(-(p * p.log()).sum())
-
-
-@torch.no_grad()
-def validation_loss(model, val: torch.Tensor, mask_token: int, autocast) -> float:
-    """Masked-token cross-entropy under one fixed mask draw, the same for every run and step."""
-    model.eval()
-    gen = torch.Generator(device=val.device).manual_seed(1234)
-    total = count = 0.0
-    for chunk in val.split(64):
-        with autocast():
-            loss, _, n = mvtm_loss(model, chunk, mask_token, "cosine", gen)
-        total, count = total + loss.item() * n.item(), count + n.item()
-    model.train()
-    return total / count
 
 
 def train_curve(cfg: TransformerConfig, lr: float, train: torch.Tensor, val: torch.Tensor, a) -> list[list]:
@@ -69,7 +55,8 @@ def train_curve(cfg: TransformerConfig, lr: float, train: torch.Tensor, val: tor
         opt.step()
         sched.step()
         if step % a.every == 0:
-            curve.append([step, round(validation_loss(model, val, cfg.mask_token, autocast), 4)])
+            v = validate(model, val, cfg.mask_token, {"batch_size": 64, "gamma": "cosine"}, autocast)
+            curve.append([step, round(v["val_loss"], 4)])
             print(f"  {cfg.pos_init}:{lr:g} step {step}: {curve[-1][1]:.4f}", flush=True)
     return curve
 
