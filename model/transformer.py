@@ -34,7 +34,7 @@ class TransformerConfig:
 
 
 def sincos_2d(side: int, dim: int, rms: float = 0.02) -> torch.Tensor:
-    """Fixed 2-D sine-cosine positions for a side x side grid, row-major: (side², dim).
+    """A 2-D sine-cosine table for a side x side grid, row-major: (side², dim); a start for `pos_emb`.
 
     The first half of the channels encodes the row, the second the column, each as sin and cos at
     dim/4 geometric frequencies. Scaled to the RMS of the lab's random init, so tokens and positions
