@@ -5,10 +5,10 @@
 
 A masked-token model first learns the token frequencies (validation loss at the unigram entropy of
 the tokens) and only later learns to use the context. This trains the lab's depth (15 post-LN
-layers) at a chosen width on a token cache, every run from the same seed on the same batches and
-masks, and prints the validation loss every `--every` steps beside the unigram entropy, and the first
-step at which each run is 0.05 nats below it. On a 2-core CPU, width 128 at batch 16 costs about 2 s
-a step; `--dim 768 --hidden 1536 --heads 16` is the lab's width, for a GPU.
+layers) at a chosen width on a token cache with the train stage's step and params.yaml's `train`
+recipe, every run from the same seed on the same batches and masks, and prints the validation loss
+every `--every` steps beside the unigram entropy, and the first step at which each run is 0.05 nats
+below it. On a 2-core CPU, width 128 at batch 16 costs about 2 s a step; `--dim 768 --hidden 1536 --heads 16` is the lab's width, for a GPU.
 """
 from __future__ import annotations
 
@@ -20,42 +20,31 @@ import numpy as np
 import torch
 
 from bench.common import machine
-from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig
-from stages.train import make_optimizer, validate
+from model.transformer import POS_INITS, BidirectionalTransformer, TransformerConfig
+from model.vqgan_training import code_entropy
+from stages.config import load
+from stages.train import make_optimizer, train_step, validate
 from stages.training import autocast_for, warmup_cosine
 
 ESCAPE_MARGIN = 0.05  # nats below the unigram entropy that count as "uses the context"
 
 
-def unigram_entropy(tokens: torch.Tensor, vocab: int) -> float:
-    """Entropy (nats) of the token frequencies: the loss of a model that ignores the context."""
-    p = torch.bincount(tokens.flatten().cpu(), minlength=vocab).double()
-    p = p[p > 0] / p.sum()
-    return float(-(p * p.log()).sum())
-
-
-def train_curve(cfg: TransformerConfig, lr: float, train: torch.Tensor, val: torch.Tensor, a) -> list[list]:
-    """[step, validation loss] every `a.every` steps of one run."""
+def train_curve(cfg: TransformerConfig, lr: float, train: torch.Tensor, val: torch.Tensor, a, p: dict) -> list[list]:
+    """[step, validation loss] every `a.every` steps of one run, with the train stage's step and
+    params.yaml's `train` recipe (weight decay, label smoothing, clipping, mask schedule) at rate `lr`."""
     device = train.device
     torch.manual_seed(a.seed)
     model = BidirectionalTransformer(cfg).to(device).train()
-    opt = make_optimizer(model, {"lr": lr, "weight_decay": 0.01})
+    opt = make_optimizer(model, {**p, "lr": lr})
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(a.warmup, a.steps))
     gen = torch.Generator(device=device).manual_seed(a.seed)
     autocast = autocast_for(device)
     curve = []
     for step in range(1, a.steps + 1):
         idx = torch.randint(len(train), (a.batch,), generator=gen, device=device)
-        with autocast():
-            loss, _, _ = mvtm_loss(model, train[idx], cfg.mask_token, "cosine", gen, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        train_step(model, model, opt, sched, train[idx], cfg.mask_token, p, gen, autocast)
         if step % a.every == 0:
-            v = validate(model, val, cfg.mask_token, {"batch_size": 64, "gamma": "cosine"}, autocast)
+            v = validate(model, val, cfg.mask_token, {**p, "batch_size": 64}, autocast)
             curve.append([step, round(v["val_loss"], 4)])
             print(f"  {cfg.pos_init}:{lr:g} step {step}: {curve[-1][1]:.4f}", flush=True)
     return curve
@@ -89,15 +78,18 @@ def main() -> None:
             runs.append((pos_init, float(lr)))
         except ValueError:
             parser.error(f"--runs {run!r}: expected POS_INIT:LR, e.g. sincos:3e-4")
+        if pos_init not in POS_INITS:
+            parser.error(f"--runs {run!r}: the position start must be one of {POS_INITS}")
     for name in ("train.npy", "val.npy"):
         if not (a.tokens / name).is_file():
             parser.error(f"--tokens: {a.tokens / name} not found (run the tokens stage, or point at a token cache)")
 
+    p = load()["train"]  # the stage's recipe: weight decay, label smoothing, clipping, mask schedule
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train = torch.from_numpy(np.load(a.tokens / "train.npy").astype(np.int64)).to(device)
     val = torch.from_numpy(np.load(a.tokens / "val.npy").astype(np.int64))[: a.val_images].to(device)
     codes = a.codes or int(max(train.max(), val.max())) + 1
-    entropy = unigram_entropy(val, codes)
+    entropy = code_entropy(val, codes)
     print(f"{machine(device)}; {len(train)} training sequences, {codes} codes; "
           f"unigram entropy of the validation tokens {entropy:.4f} nats")
     results = {"machine": machine(device), "unigram_entropy": round(entropy, 4), "codes": codes,
@@ -105,7 +97,7 @@ def main() -> None:
     for pos_init, lr in runs:
         cfg = TransformerConfig(num_codebook_vectors=codes, dim=a.dim, n_layers=a.layers, hidden_dim=a.hidden,
                                 n_heads=a.heads, pos_init=pos_init)
-        curve = train_curve(cfg, lr, train, val, a)
+        curve = train_curve(cfg, lr, train, val, a, p)
         results["runs"].append({"pos_init": pos_init, "lr": lr, "curve": curve,
                                 "escape_step": escape_step(curve, entropy)})
 

@@ -28,6 +28,10 @@ class TransformerConfig:
     dropout: float = 0.1
     pos_init: str = "normal"           # learned positions start as: normal (the lab) | sincos (a 2-D grid)
 
+    def __post_init__(self):
+        if self.pos_init not in POS_INITS:
+            raise ValueError(f"pos_init must be one of {POS_INITS}, got {self.pos_init!r}")
+
     @property
     def mask_token(self) -> int:
         return self.num_codebook_vectors
@@ -80,8 +84,6 @@ class BidirectionalTransformer(nn.Module):
             side = math.isqrt(cfg.num_image_tokens)
             with torch.no_grad():
                 self.pos_emb.copy_(sincos_2d(side, cfg.dim))
-        elif cfg.pos_init != "normal":
-            raise ValueError(f"pos_init must be one of {POS_INITS}, got {cfg.pos_init!r}")
         self.LN = nn.LayerNorm(cfg.dim, eps=1e-12)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layers)])

@@ -3,6 +3,8 @@ weight and feature matching, and a codebook kept alive by (re)initialising entri
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,11 +48,17 @@ def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor)
     return len(dead)
 
 
+def code_entropy(indices: torch.Tensor, k: int) -> float:
+    """Entropy (nats) of how often each of the k codes occurs: the loss of a token model that ignores
+    the context (its unigram entropy); exp of it is the codebook's perplexity."""
+    counts = torch.bincount(indices.flatten().long().cpu(), minlength=k).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
 def codebook_stats(indices: torch.Tensor, k: int) -> dict:
-    counts = torch.bincount(indices.flatten().long(), minlength=k).double()
-    p = counts / counts.sum()
-    perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum())
-    return {"codebook_used": int((counts > 0).sum()), "codebook_size": k, "perplexity": round(float(perplexity), 2)}
+    used = int((torch.bincount(indices.flatten().long(), minlength=k) > 0).sum())
+    return {"codebook_used": used, "codebook_size": k, "perplexity": round(math.exp(code_entropy(indices, k)), 2)}
 
 
 def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:

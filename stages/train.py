@@ -18,7 +18,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model.mvtm import mvtm_loss
-from model.transformer import POS_INITS, BidirectionalTransformer, TransformerConfig
+from model.transformer import BidirectionalTransformer, TransformerConfig
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, run
@@ -34,6 +34,19 @@ def make_optimizer(model, p):
     rest = [w for n, w in model.named_parameters() if not (w.ndim >= 2 and "emb" not in n)]
     groups = [{"params": decay, "weight_decay": p["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=p["lr"], betas=(0.9, 0.95), fused=torch.cuda.is_available())
+
+
+def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generator, autocast):
+    """One MVTM optimisation step. `net` runs the forward (compiled or DDP-wrapped); `model` owns the
+    parameters that are clipped. Returns (loss, masked-token accuracy) as tensors: no host sync."""
+    with autocast():
+        loss, acc, _ = mvtm_loss(net, tokens, mask_token, p["gamma"], generator, p["label_smoothing"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
+    opt.step()
+    sched.step()
+    return loss, acc
 
 
 @torch.no_grad()
@@ -73,12 +86,13 @@ def setup_distributed(device_name: str):
 
 def train(cfg: dict) -> dict:
     p = cfg["train"]
-    if p["pos_init"] not in POS_INITS:
-        raise ConfigError(f"train.pos_init is {p['pos_init']!r}; expected one of {POS_INITS}")
+    arch_vq = json.loads(training.require(Path("models/vqgan/architecture.json"), "vqgan").read_text())
+    try:
+        arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
-    arch_vq = json.loads(training.require(Path("models/vqgan/architecture.json"), "vqgan").read_text())
-    arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
     train_tok = torch.from_numpy(training.load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
     val_tok = torch.from_numpy(training.load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
 
@@ -125,14 +139,7 @@ def train(cfg: dict) -> dict:
         order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
         shard = order[rank::world][: steps_per_epoch * p["batch_size"]].to(device)
         for batch_idx in shard.split(p["batch_size"])[pos:]:
-            with autocast():
-                loss, acc, _ = mvtm_loss(fwd, train_tok[batch_idx], arch.mask_token, p["gamma"], mask_gen,
-                                         p["label_smoothing"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
-            opt.step()
-            sched.step()
+            loss, acc = train_step(fwd, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast)
             step, seen = step + 1, seen + len(batch_idx) * world
             checkpoint_now = main_proc and step % p["checkpoint_every"] == 0 and step < total
             if step % 10 == 0 or step == total or checkpoint_now:  # reading the loss syncs the GPU

@@ -1,4 +1,5 @@
-"""The plateau benchmark: its reference line against closed forms, and a tiny end-to-end run."""
+"""The plateau benchmark: its reference line (the code entropy, shared with the codebook perplexity) against
+closed forms, and a tiny end-to-end run."""
 import json
 import math
 import subprocess
@@ -7,16 +8,18 @@ import sys
 import numpy as np
 import torch
 
-from bench.plateau import escape_step, unigram_entropy
+from bench.plateau import escape_step
+from model.vqgan_training import code_entropy, codebook_stats
 from conftest import REPO
 
 
-def test_unigram_entropy_closed_forms():
-    assert math.isclose(unigram_entropy(torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]), 16), math.log(4), rel_tol=1e-12)
-    assert unigram_entropy(torch.zeros(3, 5, dtype=torch.long), 8) == 0.0
+def test_code_entropy_and_perplexity_closed_forms():
+    assert math.isclose(code_entropy(torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]), 16), math.log(4), rel_tol=1e-12)
+    assert code_entropy(torch.zeros(3, 5, dtype=torch.long), 8) == 0.0
     p = np.array([0.5, 0.25, 0.25])
     tokens = torch.tensor([0, 0, 1, 2])
-    assert math.isclose(unigram_entropy(tokens, 3), float(-(p * np.log(p)).sum()), rel_tol=1e-12)
+    assert math.isclose(code_entropy(tokens, 3), float(-(p * np.log(p)).sum()), rel_tol=1e-12)
+    assert codebook_stats(tokens, 8) == {"codebook_used": 3, "codebook_size": 8, "perplexity": round(2 * 2**0.5, 2)}
 
 
 def test_escape_step_is_the_first_step_below_the_margin():
@@ -41,3 +44,5 @@ def test_plateau_benchmark_runs_end_to_end(tmp_path):
     assert all(math.isfinite(loss) for r in result["runs"] for _, loss in r["curve"])
     bad = subprocess.run([*cmd[:4], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "missing/train.npy not found" in bad.stderr
+    bad = subprocess.run([*cmd[:6], "rope:1e-3"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "'rope:1e-3'" in bad.stderr
