@@ -69,17 +69,20 @@ def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:
 class Stage1Step:
     """One optimisation step of stage 1 (generator and, once switched on, discriminator).
 
-    Returns its losses as detached tensors: reading them (a host sync on a GPU) is left to the caller,
-    which does it only when it logs."""
+    `forward` runs the generator (default: the model itself; a compiled version must keep the decoder's
+    last conv outside its graph, where the adaptive weight takes its gradients). Returns the losses as
+    detached tensors: reading them (a host sync on a GPU) is left to the caller, which does it only
+    when it logs."""
 
-    def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict):
+    def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict, forward=None):
         self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
+        self.forward = model if forward is None else forward
 
     def __call__(self, x: torch.Tensor, step: int, autocast) -> dict:
         p, model, disc = self.p, self.model, self.disc
         gan_on = step >= p["disc_start"]
         with autocast():
-            decoded, indices, q_loss = model(x)
+            decoded, indices, q_loss = self.forward(x)
             rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
             loss = rec + q_loss
             logs = {"rec_loss": rec.detach(), "q_loss": q_loss.detach()}

@@ -73,13 +73,25 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext
 
 
-def compile_generator(model: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile for the stage-1 generator. The adaptive GAN weight takes two gradients through the
-    same graph (retain_graph), which a compiled backward only allows without donated buffers."""
-    import torch._functorch.config
+def compile_generator(model: torch.nn.Module, backend: str = "inductor"):
+    """torch.compile of the stage-1 generator, all but the decoder's last conv: a callable with the
+    model's forward (images -> decoded, indices, codebook loss).
 
-    torch._functorch.config.donated_buffer = False
-    return torch.compile(model)
+    The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
+    them would run the whole generator's backward (a compiled backward computes every gradient at
+    once), three backwards a step; outside it, they cost one small conv."""
+    last = model.decoder.model[-1]
+
+    def body(x):
+        z_q, indices, q_loss = model.encode(x)
+        return model.decoder.model[:-1](model.post_quant_conv(z_q)), indices, q_loss
+
+    body = torch.compile(body, backend=backend)
+
+    def forward(x):
+        h, indices, q_loss = body(x)
+        return last(h), indices, q_loss
+    return forward
 
 
 def require(path: Path, stage: str) -> Path:

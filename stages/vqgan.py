@@ -73,8 +73,7 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, training.warmup_cosine(p["warmup_steps"], p["steps"]))
-    fwd = training.compile_generator(model) if p["compile"] else model
-    step_fn = Stage1Step(fwd, disc, opt_g, opt_d, p)
+    step_fn = Stage1Step(model, disc, opt_g, opt_d, p, training.compile_generator(model) if p["compile"] else None)
 
     data = torch.from_numpy(images).to(device)
     gen = torch.Generator(device="cpu").manual_seed(p["seed"])

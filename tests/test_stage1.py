@@ -1,4 +1,5 @@
 """The vqgan stage: adopting a user's checkpoint safely, training, resuming; the token cache."""
+import contextlib
 import csv
 import json
 import pickle
@@ -129,3 +130,45 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
+
+
+def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
+    """The adaptive GAN weight takes gradients at the decoder's last conv; compile_generator leaves that
+    conv outside the graph, so a step runs the compiled backward once (compiling the whole generator
+    runs it three times: twice for the weight, once for the update)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    from model.vqgan import VQGAN, Discriminator, VQGANConfig
+    from model.vqgan_training import Stage1Step
+    from stages.training import compile_generator
+
+    backwards = []
+
+    def counting_backward(gm, _):
+        run = make_boxed_func(gm.forward)
+
+        def counted(args):
+            backwards.append(1)
+            return run(args)
+        counted._boxed_call = True
+        return counted
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
+                      num_codebook_vectors=32, norm_groups=4)
+    model, disc = VQGAN(cfg), Discriminator()
+    x = torch.randn(2, 3, 64, 64)
+    forward = compile_generator(model, backend=aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward),
+                                                              bw_compiler=counting_backward))
+    with torch.no_grad():
+        for got, want in zip(forward(x), model(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    recipe = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.1, "feature_weight": 1.0}
+    step = Stage1Step(model, disc, torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters()),
+                      recipe, forward)
+    logs, _ = step(x, step=0, autocast=contextlib.nullcontext)
+    assert len(backwards) == 1 and float(logs["adaptive_weight"]) > 0
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    torch._dynamo.reset()
