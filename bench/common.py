@@ -6,6 +6,8 @@ import time
 
 import torch
 
+H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

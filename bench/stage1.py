@@ -1,9 +1,11 @@
-"""Stage-1 training throughput (images/s) of the lab's VQGAN configuration.
+"""Stage-1 training throughput (images/s, TFLOP/s) of the lab's VQGAN configuration.
 
     python -m bench.stage1 [--batch 128] [--steps 5] [--compile] [--width 1.0]
 
-Generator + discriminator step as the `vqgan` stage runs it once the discriminator is on: bf16
-autocast and channels_last on CUDA, fp32 on the CPU; and the fp32 batch-16 baseline in the same run.
+Both phases of the `vqgan` stage: reconstruction only, and generator + discriminator once the
+discriminator is on; bf16 autocast and channels_last on CUDA, fp32 on the CPU. Beside them, the fp32
+batch-16 step in the same run. FLOPs per image are counted once by PyTorch's FLOP counter on a
+meta-device step (convolutions and matmuls, forward and backward).
 """
 from __future__ import annotations
 
@@ -12,28 +14,44 @@ import contextlib
 import json
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import machine, timed
+from bench.common import H100_BF16_PEAK, machine, timed
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
 
-RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.1, "feature_weight": 1.0}
+RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_weight": 0.1, "feature_weight": 1.0}
+PHASES = {"reconstruction": 10**9, "with_discriminator": 0}  # disc_start: never, from the first step
 
 
-def step_per_s(device, batch: int, steps: int, precision: str, compile_model: bool, width: float) -> float:
-    torch.manual_seed(0)
+def config(width: float) -> VQGANConfig:
     scale = lambda chs: [max(32, round(c * width / 32) * 32) for c in chs]  # noqa: E731  (GroupNorm(32))
     base = VQGANConfig()
-    cfg = VQGANConfig(enc_channels=scale(base.enc_channels), dec_channels=scale(base.dec_channels))
+    return VQGANConfig(enc_channels=scale(base.enc_channels), dec_channels=scale(base.dec_channels))
+
+
+def make_step(device, cfg: VQGANConfig, disc_start: int, fast: bool = False, compile_model: bool = False):
     model, disc = VQGAN(cfg).to(device), Discriminator().to(device)
-    fast = precision == "bf16" and device.type == "cuda"
     if fast:
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
-    fwd = compile_generator(model) if compile_model else model
     opt_g = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    step = Stage1Step(fwd, disc, opt_g, opt_d, RECIPE)
+    forward = compile_generator(model) if compile_model else None
+    return Stage1Step(model, disc, opt_g, opt_d, {**RECIPE, "disc_start": disc_start}, forward)
+
+
+def flops_per_image(cfg: VQGANConfig, disc_start: int) -> float:
+    step = make_step(torch.device("meta"), cfg, disc_start)
+    with FlopCounterMode(display=False) as counter:
+        step(torch.empty(1, 3, 64, 64, device="meta"), 1, contextlib.nullcontext)
+    return counter.get_total_flops()
+
+
+def images_per_s(device, cfg, disc_start: int, batch: int, steps: int, precision: str, compile_model: bool) -> float:
+    torch.manual_seed(0)
+    fast = precision == "bf16" and device.type == "cuda"
+    step = make_step(device, cfg, disc_start, fast, compile_model)
     x = torch.randn(batch, 3, 64, 64, device=device)
     if fast:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -46,12 +64,20 @@ def run(device, batch: int | None = None, steps: int | None = None, compile_mode
     """None picks the device's default: batch 128 and 10 steps on a GPU, 16 and 2 on a CPU."""
     gpu = device.type == "cuda"
     batch, steps = batch or (128 if gpu else 16), steps or (10 if gpu else 2)
-    ours = step_per_s(device, batch, steps, "bf16" if gpu else "fp32", compile_model, width)
-    baseline = step_per_s(device, 16, max(2, steps // 2), "fp32", False, width)
-    return {"benchmark": "stage-1 training step (generator + discriminator)", "machine": machine(device),
-            "width": width, "ours": {"batch": batch, "precision": "bf16" if gpu else "fp32", "compiled": compile_model,
-                                     "images_per_s": round(ours, 1), "seconds_per_12000": round(12000 / ours, 1)},
-            "fp32_batch16": {"images_per_s": round(baseline, 1)}, "speedup": round(ours / baseline, 2)}
+    precision, cfg = "bf16" if gpu else "fp32", config(width)
+    ours = {"batch": batch, "precision": precision, "compiled": compile_model}
+    for phase, disc_start in PHASES.items():
+        rate = images_per_s(device, cfg, disc_start, batch, steps, precision, compile_model)
+        flops = rate * flops_per_image(cfg, disc_start)
+        ours[phase] = {"images_per_s": round(rate, 1), "seconds_per_12000": round(12000 / rate, 1),
+                       "tflops": round(flops / 1e12, 2)}
+        if gpu:
+            ours[phase]["mfu"] = round(flops / H100_BF16_PEAK, 3)
+    baseline = images_per_s(device, cfg, 0, 16, max(2, steps // 2), "fp32", False)
+    return {"benchmark": "stage-1 training step", "machine": machine(device), "width": width,
+            "gflop_per_image": {phase: round(flops_per_image(cfg, s) / 1e9, 1) for phase, s in PHASES.items()},
+            "ours": ours, "fp32_batch16_with_discriminator": {"images_per_s": round(baseline, 1)},
+            "speedup": round(ours["with_discriminator"]["images_per_s"] / baseline, 2)}
 
 
 def main():

@@ -12,13 +12,11 @@ import json
 
 import torch
 
-from bench.common import machine, timed
+from bench.common import H100_BF16_PEAK, machine, timed
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
 from stages.training import autocast_for
-
-H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
 
 
 def step_fn(model, opt, tokens, autocast):
