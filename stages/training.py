@@ -73,9 +73,9 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext
 
 
-def compile_generator(model: torch.nn.Module, backend: str = "inductor"):
-    """torch.compile of the stage-1 generator, all but the decoder's last conv: a callable with the
-    model's forward (images -> decoded, indices, codebook loss).
+def compile_generator(model: torch.nn.Module, backend="inductor"):
+    """torch.compile (with `backend`, a name or a backend callable) of the stage-1 generator, all but
+    the decoder's last conv: a callable with the model's forward (images -> decoded, indices, loss).
 
     The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
     them would run the whole generator's backward (a compiled backward computes every gradient at
