@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
 
 from conftest import REPO, TINY
 from model.masking import token_mask_from_pixels
+from model.vqgan import VQGAN, Discriminator, VQGANConfig
+from model.vqgan_training import Stage1Step
+from stages.training import compile_generator
 from stages.vqgan import adopt
 
 TSV = REPO.parent / "shared" / "lab5" / "vqgan_state_dict.tsv"
@@ -136,13 +141,6 @@ def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
     """The adaptive GAN weight takes gradients at the decoder's last conv; compile_generator leaves that
     conv outside the graph, so a step runs the compiled backward once (compiling the whole generator
     runs it three times: twice for the weight, once for the update)."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    from model.vqgan import VQGAN, Discriminator, VQGANConfig
-    from model.vqgan_training import Stage1Step
-    from stages.training import compile_generator
-
     backwards = []
 
     def counting_backward(gm, _):
