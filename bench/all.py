@@ -20,7 +20,7 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {"stage1": stage1.run(device, compile_model=a.compile),
                "stage2": stage2.run(device, compile_model=a.compile),
-               "inpaint": inpaint.run(device)}
+               "inpaint": inpaint.run(device, compile_model=a.compile)}
     with open(a.out, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
