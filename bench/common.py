@@ -5,8 +5,17 @@ import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
+
+
+def counted_flops(fn) -> int:
+    """FLOPs (matmuls and convolutions, as PyTorch's counter sees them) of one call of `fn`; run it on
+    meta-device models to count without computing."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def sync(device: torch.device) -> None:

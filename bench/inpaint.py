@@ -13,27 +13,22 @@ import time
 
 import torch
 
-from torch.utils.flop_counter import FlopCounterMode
-
-from bench.common import H100_BF16_PEAK, machine, sync
+from bench.common import H100_BF16_PEAK, counted_flops, machine, sync
 from model.iterative_decode import iterative_decode
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
 from stages.training import autocast_for
 
 
-def flops_per_image(T: int) -> float:
+def flops_per_image(T: int) -> int:
     """VQGAN encode + T transformer passes + VQGAN decode, counted on meta-device models."""
     with torch.device("meta"):
         transformer, vqgan = BidirectionalTransformer(TransformerConfig()), VQGAN(VQGANConfig())
         x, tokens = torch.empty(1, 3, 64, 64), torch.zeros(1, 256, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        vqgan.encode(x)
-        transformer(tokens)
-        vqgan.decode_indices(tokens)
-    with FlopCounterMode(display=False) as one_pass, torch.no_grad():
-        transformer(tokens)
-    return counter.get_total_flops() + (T - 1) * one_pass.get_total_flops()
+    with torch.no_grad():
+        codec = counted_flops(lambda: (vqgan.encode(x), vqgan.decode_indices(tokens)))
+        one_pass = counted_flops(lambda: transformer(tokens))
+    return codec + T * one_pass
 
 
 def run(device, images: int | None = None, T: int = 8, loop_images: int | None = None,

@@ -14,9 +14,8 @@ import contextlib
 import json
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import H100_BF16_PEAK, machine, timed
+from bench.common import H100_BF16_PEAK, counted_flops, machine, timed
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
@@ -41,11 +40,9 @@ def make_step(device, cfg: VQGANConfig, disc_start: int, fast: bool = False, com
     return Stage1Step(model, disc, opt_g, opt_d, {**RECIPE, "disc_start": disc_start}, forward)
 
 
-def flops_per_image(cfg: VQGANConfig, disc_start: int) -> float:
+def flops_per_image(cfg: VQGANConfig, disc_start: int) -> int:
     step = make_step(torch.device("meta"), cfg, disc_start)
-    with FlopCounterMode(display=False) as counter:
-        step(torch.empty(1, 3, 64, 64, device="meta"), 1, contextlib.nullcontext)
-    return counter.get_total_flops()
+    return counted_flops(lambda: step(torch.empty(1, 3, 64, 64, device="meta"), 1, contextlib.nullcontext))
 
 
 def images_per_s(device, cfg, disc_start: int, batch: int, steps: int, precision: str, compile_model: bool) -> float:
@@ -66,16 +63,17 @@ def run(device, batch: int | None = None, steps: int | None = None, compile_mode
     batch, steps = batch or (128 if gpu else 16), steps or (10 if gpu else 2)
     precision, cfg = "bf16" if gpu else "fp32", config(width)
     ours = {"batch": batch, "precision": precision, "compiled": compile_model}
+    gflop = {phase: flops_per_image(cfg, disc_start) / 1e9 for phase, disc_start in PHASES.items()}
     for phase, disc_start in PHASES.items():
         rate = images_per_s(device, cfg, disc_start, batch, steps, precision, compile_model)
-        flops = rate * flops_per_image(cfg, disc_start)
+        flops = rate * gflop[phase] * 1e9
         ours[phase] = {"images_per_s": round(rate, 1), "seconds_per_12000": round(12000 / rate, 1),
                        "tflops": round(flops / 1e12, 2)}
         if gpu:
             ours[phase]["mfu"] = round(flops / H100_BF16_PEAK, 3)
     baseline = images_per_s(device, cfg, 0, 16, max(2, steps // 2), "fp32", False)
     return {"benchmark": "stage-1 training step", "machine": machine(device), "width": width,
-            "gflop_per_image": {phase: round(flops_per_image(cfg, s) / 1e9, 1) for phase, s in PHASES.items()},
+            "gflop_per_image": {phase: round(g, 1) for phase, g in gflop.items()},
             "ours": ours, "fp32_batch16_with_discriminator": {"images_per_s": round(baseline, 1)},
             "speedup": round(ours["with_discriminator"]["images_per_s"] / baseline, 2)}
 
