@@ -233,6 +233,11 @@ class VQGAN(nn.Module):
         z_q, indices, q_loss = self.encode(x)
         return self.decode(z_q), indices, q_loss
 
+    @property
+    def last_layer(self) -> nn.Conv2d:
+        """The decoder's output conv, where the adaptive GAN weight compares gradients."""
+        return self.decoder.model[-1]
+
 
 class Discriminator(nn.Module):
     """The lab's PatchGAN: 4x4 convs, BatchNorm, LeakyReLU 0.2, 3 layers, 64 filters at the first."""

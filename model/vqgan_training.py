@@ -93,7 +93,7 @@ class Stage1Step:
                     _, real_feats = disc(x, return_features=True)
                 fm = sum((f - r).abs().mean() for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
         if gan_on:
-            lam = adaptive_weight(rec, g_loss.float(), model.decoder.model[-1].weight, p["disc_weight"])
+            lam = adaptive_weight(rec, g_loss.float(), model.last_layer.weight, p["disc_weight"])
             loss = loss + lam * g_loss + p["feature_weight"] * fm
             logs.update(g_loss=g_loss.detach(), fm_loss=fm.detach(), adaptive_weight=lam)
         self.opt_g.zero_grad(set_to_none=True)

@@ -80,7 +80,7 @@ def compile_generator(model: torch.nn.Module, backend="inductor"):
     The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
     them would run the whole generator's backward (a compiled backward computes every gradient at
     once), three backwards a step; outside it, they cost one small conv."""
-    last = model.decoder.model[-1]
+    last = model.last_layer
 
     def body(x):
         z_q, indices, q_loss = model.encode(x)
