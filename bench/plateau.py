@@ -1,7 +1,7 @@
 """How long stage 2 sits on the unigram plateau: validation loss against steps, per (pos_init, lr).
 
     python -m bench.plateau --runs normal:3e-4 sincos:3e-4 [--dim 128 --hidden 256 --heads 4]
-                            [--tokens data/tokens] [--steps 300] [--out plateau.json]
+                            [--dropout 0.1] [--tokens data/tokens] [--steps 300] [--out plateau.json]
 
 A masked-token model first learns the token frequencies (validation loss at the unigram entropy of
 the tokens) and only later learns to use the context. This trains the lab's depth (15 post-LN
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=15)
+    parser.add_argument("--dropout", type=float, help="every dropout of the model (default: params.yaml's train.dropout)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=100)
@@ -85,6 +86,8 @@ def main() -> None:
             parser.error(f"--tokens: {a.tokens / name} not found (run the tokens stage, or point at a token cache)")
 
     p = load()["train"]  # the stage's recipe: weight decay, label smoothing, clipping, mask schedule
+    if a.dropout is None:
+        a.dropout = p["dropout"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train = torch.from_numpy(np.load(a.tokens / "train.npy").astype(np.int64)).to(device)
     val = torch.from_numpy(np.load(a.tokens / "val.npy").astype(np.int64))[: a.val_images].to(device)
@@ -96,7 +99,7 @@ def main() -> None:
                "settings": {k: v for k, v in vars(a).items() if k not in ("tokens", "out", "runs")}, "runs": []}
     for pos_init, lr in runs:
         cfg = TransformerConfig(num_codebook_vectors=codes, dim=a.dim, n_layers=a.layers, hidden_dim=a.hidden,
-                                n_heads=a.heads, pos_init=pos_init)
+                                n_heads=a.heads, dropout=a.dropout, pos_init=pos_init)
         curve = train_curve(cfg, lr, train, val, a, p)
         results["runs"].append({"pos_init": pos_init, "lr": lr, "curve": curve,
                                 "escape_step": escape_step(curve, entropy)})
