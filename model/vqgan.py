@@ -222,7 +222,11 @@ class VQGAN(nn.Module):
         return z_q, indices.view(x.shape[0], -1), q_loss
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z_q))
+        return self.last_layer(self.decode_features(z_q))
+
+    def decode_features(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The decoder up to its output conv (`last_layer`), which the adaptive GAN weight needs apart."""
+        return self.decoder.model[:-1](self.post_quant_conv(z_q))
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Token indices (B, H·W) → normalised images."""

@@ -80,17 +80,15 @@ def compile_generator(model: torch.nn.Module, backend="inductor"):
     The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
     them would run the whole generator's backward (a compiled backward computes every gradient at
     once), three backwards a step; outside it, they cost one small conv."""
-    last = model.last_layer
-
     def body(x):
         z_q, indices, q_loss = model.encode(x)
-        return model.decoder.model[:-1](model.post_quant_conv(z_q)), indices, q_loss
+        return model.decode_features(z_q), indices, q_loss
 
     body = torch.compile(body, backend=backend)
 
     def forward(x):
         h, indices, q_loss = body(x)
-        return last(h), indices, q_loss
+        return model.last_layer(h), indices, q_loss
     return forward
 
 
