@@ -1,7 +1,8 @@
 """Stage `vqgan` (stage 1): adopt the lab's VQGAN.pt frozen, or train our own on the train split.
 
 Outputs: models/vqgan/ (vqgan.pt state_dict, architecture.json, config.yaml) and reports/vqgan/
-(metrics.json with val PSNR and codebook usage, recon.png, train_log.csv).
+(metrics.json with val PSNR and codebook usage, recon.png, train_log.csv, and val_log.csv: val PSNR and
+codebook usage every `eval_every` steps).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
 REPORTS = Path("reports/vqgan")
 EVAL_IMAGES = 256
+VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
 ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups")
 
 
@@ -64,7 +66,8 @@ def adopt(path: Path) -> VQGAN:
     return model
 
 
-def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> tuple[VQGAN, list[dict]]:
+def train(p: dict, images: np.ndarray, val: np.ndarray, device: torch.device,
+          data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict]]:
     arch = VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
     seed_everything(p["seed"])
     model, disc = VQGAN(arch).to(device), Discriminator().to(device)
@@ -79,13 +82,13 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
     gen = torch.Generator(device="cpu").manual_seed(p["seed"])
     usage = torch.zeros(arch.num_codebook_vectors, dtype=torch.long, device=device)
     ckpt_path = training.checkpoint_path("vqgan", p, data_cfg)
-    state, log, start = training.load_checkpoint(ckpt_path, device), [], 0
+    state, log, val_log, start = training.load_checkpoint(ckpt_path, device), [], [], 0
     if state:
         for obj, key in ((model, "model"), (disc, "disc"), (opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g")):
             obj.load_state_dict(state[key])
         gen.set_state(state["gen"])
         usage.copy_(state["usage"])
-        log, start = state["log"], state["step"]
+        log, val_log, start = state["log"], state["val_log"], state["step"]
 
     def batch():
         idx = torch.randint(0, len(data), (p["batch_size"],), generator=gen)
@@ -117,16 +120,24 @@ def train(p: dict, images: np.ndarray, device: torch.device, data_cfg: dict) -> 
             log.append({"step": step, "seconds": round(time.time() - t0, 2), **values})
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
+        if (step + 1) % p["eval_every"] == 0 and not last:  # the stage measures the last step itself
+            metrics = reconstruction_metrics(model, val, device)[0]
+            val_log.append({"step": step + 1, "seconds": round(time.time() - t0, 2),
+                            **{k: metrics[k] for k in VAL_LOG_KEYS}})
+            model.train()
         if checkpoint_now:
             training.save_checkpoint(ckpt_path, step=step + 1, model=model.state_dict(), disc=disc.state_dict(),
                                      opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
-                                     sched_g=sched_g.state_dict(), gen=gen.get_state(), usage=usage, log=log)
+                                     sched_g=sched_g.state_dict(), gen=gen.get_state(), usage=usage, log=log,
+                                     val_log=val_log)
     ckpt_path.unlink(missing_ok=True)
-    return model, log
+    return model, log, val_log
 
 
 @torch.no_grad()
-def reconstruction_report(model: VQGAN, val: np.ndarray, device) -> tuple[dict, np.ndarray]:
+def reconstruction_metrics(model: VQGAN, val: np.ndarray, device) -> tuple[dict, np.ndarray]:
+    """PSNR and codebook usage on the first EVAL_IMAGES val images (fp32), and a grid of the first 8
+    beside their reconstructions."""
     model.eval()
     images = torch.from_numpy(val[:EVAL_IMAGES]).to(device)
     recon, indices = [], []
@@ -146,12 +157,19 @@ def main() -> None:
     cfg, _ = cli(__doc__)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
-    val = training.load_array(PREPARED / "val.npy", "prepare")
-    log, t0 = [], time.time()
     if model is None:
-        model, log = train(p, training.load_array(PREPARED / "train.npy", "prepare"), device, cfg["data"])
+        for key in ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"):
+            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
+                raise ConfigError(f"vqgan.{key} is {p[key]!r}; expected a positive integer")
+    val = training.load_array(PREPARED / "val.npy", "prepare")
+    log, val_log, t0 = [], [], time.time()
+    if model is None:
+        train_images = training.load_array(PREPARED / "train.npy", "prepare")
+        model, log, val_log = train(p, train_images, val, device, cfg["data"])
     model = model.to(device)
-    metrics, grid = reconstruction_report(model, val, device)
+    metrics, grid = reconstruction_metrics(model, val, device)
+    val_log.append({"step": p["steps"] if log else 0, "seconds": round(time.time() - t0, 2),
+                    **{k: metrics[k] for k in VAL_LOG_KEYS}})
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
                    seconds=round(time.time() - t0, 1), device=str(device))
     with atomic_dir(OUT) as out:
@@ -162,6 +180,7 @@ def main() -> None:
         save_json(metrics, rep / "metrics.json")
         save_png(grid, rep / "recon.png")
         training.write_log_csv(log or [{"step": 0}], rep / "train_log.csv")
+        training.write_log_csv(val_log, rep / "val_log.csv")
     print("vqgan: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
 
 

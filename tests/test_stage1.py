@@ -72,8 +72,8 @@ class Evil:
         return (open, ("/tmp/pwned-by-checkpoint", "w"))
 
 
-def log_rows(project):
-    with open(project.path("reports", "vqgan", "train_log.csv")) as f:
+def log_rows(project, name="train_log.csv"):
+    with open(project.path("reports", "vqgan", name)) as f:
         return list(csv.DictReader(f))
 
 
@@ -82,7 +82,7 @@ def test_training_lowers_reconstruction_error(project):
     project.run("prepare", *over)
     project.run("vqgan", *over, "vqgan.steps=1", "vqgan.disc_start=1000")
     psnr_before = json.loads(project.path("reports", "vqgan", "metrics.json").read_text())["val_psnr"]
-    project.run("vqgan", *over, "vqgan.steps=200", "vqgan.disc_start=1000", "vqgan.lr=0.002")
+    project.run("vqgan", *over, "vqgan.steps=200", "vqgan.disc_start=1000", "vqgan.lr=0.002", "vqgan.eval_every=50")
     rows = log_rows(project)
     first = np.mean([float(r["rec_loss"]) for r in rows[:3]])
     last = np.mean([float(r["rec_loss"]) for r in rows[-3:]])
@@ -90,6 +90,10 @@ def test_training_lowers_reconstruction_error(project):
     assert last < 0.8 * first
     assert metrics["val_psnr"] > psnr_before + 2
     assert metrics["codebook_used"] > 8
+    val_rows = log_rows(project, "val_log.csv")  # the PSNR curve: every eval_every steps, then the last
+    assert [int(r["step"]) for r in val_rows] == [50, 100, 150, 200]
+    assert float(val_rows[-1]["val_psnr"]) == metrics["val_psnr"]
+    assert float(val_rows[-1]["val_psnr"]) > float(val_rows[0]["val_psnr"]) > psnr_before
 
 
 def kill_after_checkpoint(project, stage, *overrides):
@@ -111,10 +115,11 @@ def kill_after_checkpoint(project, stage, *overrides):
 
 
 def test_vqgan_resumes_after_a_kill_and_matches(project):
-    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15"]
+    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15", "vqgan.eval_every=10"]
     project.run("prepare", *over)
     project.run("vqgan", *over)
     uninterrupted = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    psnr_curve = [(r["step"], r["val_psnr"]) for r in log_rows(project, "val_log.csv")]
     step = kill_after_checkpoint(project, "vqgan", *over)
     assert 0 < step < 30
     out = project.run("vqgan", *over)
@@ -122,6 +127,8 @@ def test_vqgan_resumes_after_a_kill_and_matches(project):
     resumed = torch.load(project.path("models", "vqgan", "vqgan.pt"))
     for k in uninterrupted:
         assert torch.equal(uninterrupted[k], resumed[k]), k
+    assert [(r["step"], r["val_psnr"]) for r in log_rows(project, "val_log.csv")] == psnr_curve
+    assert [step for step, _ in psnr_curve] == ["10", "20", "30"]
     assert not list(project.path("checkpoints").glob("vqgan-*.pt"))
 
 
