@@ -63,9 +63,20 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
 
 
+class FrechetReference:
+    """Reference statistics (μ, Σ) with Σ^½ taken once, so that each distance to them costs one
+    eigvalsh: Tr((Σ₁^½ Σ₂ Σ₁^½)^½) = Tr((Σ₂^½ Σ₁ Σ₂^½)^½), both being the sum of the square roots of
+    the eigenvalues of Σ₁Σ₂."""
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray):
+        self.mu, self.sigma, self.root = mu, sigma, _sqrt_psd(sigma)
+
+    def distance(self, mu: np.ndarray, sigma: np.ndarray) -> float:
+        middle = self.root @ sigma @ self.root
+        tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+        diff = mu - self.mu
+        return float(diff @ diff + np.trace(sigma) + np.trace(self.sigma) - 2 * tr_covmean)
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    root1 = _sqrt_psd(sigma1)
-    middle = root1 @ sigma2 @ root1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+    return FrechetReference(mu2, sigma2).distance(mu1, sigma1)

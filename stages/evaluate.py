@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.baselines import hole_psnr, opencv_inpaint
-from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from stages import report
 from stages.common import atomic_dir, pick_device
 from stages.config import cli, run
@@ -37,7 +37,7 @@ class FID:
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         if self.available:
-            self.mu, self.sigma = ref["mu"], ref["sigma"]
+            self.reference = FrechetReference(ref["mu"], ref["sigma"])
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
 
     def __call__(self, images: np.ndarray, label: str) -> float | None:
@@ -51,7 +51,7 @@ class FID:
             feats = inception_features(self.net, images, self.batch_size, self.device, label)
             CACHE.mkdir(parents=True, exist_ok=True)
             np.save(path, feats.astype(np.float32))
-        return round(frechet_distance(*gaussian_stats(feats), self.mu, self.sigma), 3)
+        return round(self.reference.distance(*gaussian_stats(feats)), 3)
 
 
 def baselines(fid: FID, masked, mask64, gt, recon) -> list[dict]:

@@ -26,6 +26,7 @@ def test_frechet_distance_matches_closed_forms():
     covmean = scipy.linalg.sqrtm(s1 @ s2).real
     expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expected, rel=1e-8)  # either set the reference
 
 
 def test_same_set_is_zero_and_singular_covariances_stay_finite():
@@ -35,6 +36,7 @@ def test_same_set_is_zero_and_singular_covariances_stay_finite():
     assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-4  # trace(sigma) is about 128
     other = gaussian_stats(rng.normal(size=(20, 128)))
     assert np.isfinite(frechet_distance(mu, sigma, *other))
+    assert frechet_distance(mu, sigma, *other) == pytest.approx(frechet_distance(*other, mu, sigma), rel=1e-8)
 
 
 @pytest.fixture(scope="module")
