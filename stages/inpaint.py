@@ -3,7 +3,7 @@
 `python -m stages.inpaint` runs the headline configuration (top-level `schedule`, `T`, `sweet_spot`)
 into results/inpaint/headline/; `--schedule S --T N --sweet-spot K` runs one point of the sweep into
 results/inpaint/S-TN-sK/; `--sweep` runs every point of the `sweep` grid in one process (models loaded
-once; what `run_all` uses). Each folder gets raw/image_000.png … (the VQGAN decode), composite/image_000.png
+once), `--sweep --headline` the headline too (what `run_all` uses). Each folder gets raw/image_000.png … (the VQGAN decode), composite/image_000.png
 … (known pixels pasted back), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png (the latent
 mask and the predicted image at every iteration) and summary.json.
 """
@@ -159,15 +159,18 @@ def main() -> None:
         parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
         parser.add_argument("--T", type=int, help="a sweep point's T (default: the headline `T`)")
         parser.add_argument("--sweet-spot", type=int, help="a sweep point's sweet spot (default: `sweet_spot`)")
-        parser.add_argument("--sweep", action="store_true",
-                            help="every point of the `sweep` grid in one process (what run_all uses)")
+        parser.add_argument("--sweep", action="store_true", help="every point of the `sweep` grid in one process")
+        parser.add_argument("--headline", action="store_true",
+                            help="with --sweep: the headline too, in the same process (what run_all uses)")
 
     cfg, a = cli(__doc__, args)
+    headline = (cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline")
     if a.sweep:
         points = [(str(sc), int(T), int(sw), config_name(sc, T, sw)) for sc, T, sw in itertools.product(
             cfg["sweep"]["schedule"], cfg["sweep"]["T"], cfg["sweep"]["sweet_spot"])]
+        points += [headline] if a.headline else []
     elif a.schedule is None and a.T is None and a.sweet_spot is None:
-        points = [(cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline")]
+        points = [headline]
     else:
         schedule = a.schedule or cfg["schedule"]
         T = a.T if a.T is not None else cfg["T"]

@@ -17,7 +17,8 @@ def plan(cfg: dict) -> list[tuple[str, list[str]]]:
     sweep = cfg["sweep"]
     steps = [("prepare", []), ("vqgan", []), ("tokens", []), ("train", [])]
     points = len(sweep["schedule"]) * len(sweep["T"]) * len(sweep["sweet_spot"])
-    steps += [(f"inpaint sweep ({points} configurations)", ["--sweep"]), ("inpaint headline", []),
+    # One process for the sweep and the headline: the models load (and CUDA starts) once.
+    steps += [(f"inpaint sweep ({points} configurations) and headline", ["--sweep", "--headline"]),
               ("fid_reference", []), ("evaluate", [])]
     return steps
 
