@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.vqgan import VQGAN, NonLocalBlock, ResidualBlock
 from stages.common import atomic_file, save_torch
 from stages.config import ConfigError
 
@@ -73,13 +74,26 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext
 
 
-def compile_generator(model: torch.nn.Module, backend="inductor"):
+def compile_generator(model: VQGAN, backend="inductor", regional: bool = False):
     """torch.compile (with `backend`, a name or a backend callable) of the stage-1 generator, all but
     the decoder's last conv: a callable with the model's forward (images -> decoded, indices, loss).
 
     The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
     them would run the whole generator's backward (a compiled backward computes every gradient at
-    once), three backwards a step; outside it, they cost one small conv."""
+    once), three backwards a step; outside it, they cost one small conv.
+
+    `regional` compiles each residual and attention block instead, in place (keys unchanged): blocks of
+    one shape share one compiled graph, so compilation takes less time (CPU, quarter width: 38 s
+    against 89 s) at the price of the fusions across blocks. Run the model under
+    `torch.compiler.set_stance("force_eager")` where it should not compile (other shapes, evaluation)."""
+    if regional:
+        # The lab's VQGAN has 9 residual-block shapes; dynamo keeps 8 graphs per function by default.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+        for block in model.modules():
+            if isinstance(block, (ResidualBlock, NonLocalBlock)):
+                block.compile(backend=backend, dynamic=False)
+        return model
+
     def body(x):
         z_q, indices, q_loss = model.encode(x)
         return model.decode_features(z_q), indices, q_loss

@@ -76,7 +76,8 @@ def train(p: dict, images: np.ndarray, val: np.ndarray, device: torch.device,
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, training.warmup_cosine(p["warmup_steps"], p["steps"]))
-    step_fn = Stage1Step(model, disc, opt_g, opt_d, p, training.compile_generator(model) if p["compile"] else None)
+    forward = training.compile_generator(model, regional=p["compile"] == "regional") if p["compile"] else None
+    step_fn = Stage1Step(model, disc, opt_g, opt_d, p, forward)
 
     data = torch.from_numpy(images).to(device)
     gen = torch.Generator(device="cpu").manual_seed(p["seed"])
@@ -142,7 +143,8 @@ def reconstruction_metrics(model: VQGAN, val: np.ndarray, device) -> tuple[dict,
     images = torch.from_numpy(val[:EVAL_IMAGES]).to(device)
     recon, indices = [], []
     for chunk in images.split(64):
-        decoded, idx, _ = model(normalize(chunk))
+        with torch.compiler.set_stance("force_eager"):  # blocks compiled in place (regional) stay eager here
+            decoded, idx, _ = model(normalize(chunk))
         recon.append(denormalize(decoded))
         indices.append(idx)
     recon = torch.cat(recon)
@@ -158,6 +160,8 @@ def main() -> None:
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
     if model is None:
+        if p["compile"] not in (True, False, "regional"):
+            raise ConfigError(f"vqgan.compile is {p['compile']!r}; expected true, false or regional")
         for key in ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"):
             if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
                 raise ConfigError(f"vqgan.{key} is {p[key]!r}; expected a positive integer")
@@ -168,8 +172,8 @@ def main() -> None:
         model, log, val_log = train(p, train_images, val, device, cfg["data"])
     model = model.to(device)
     metrics, grid = reconstruction_metrics(model, val, device)
-    val_log.append({"step": p["steps"] if log else 0, "seconds": round(time.time() - t0, 2),
-                    **{k: metrics[k] for k in VAL_LOG_KEYS}})
+    val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0,
+                    **{k: metrics[k] for k in VAL_LOG_KEYS}})  # seconds: of training, as the rows before
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
                    seconds=round(time.time() - t0, 1), device=str(device))
     with atomic_dir(OUT) as out:
