@@ -68,6 +68,15 @@ def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project
     assert not project.path("models", "vqgan").exists()
 
 
+def test_bad_training_knobs_are_rejected_before_work(project):
+    for override, expected in (("vqgan.eval_every=0", "vqgan.eval_every is 0; expected a positive integer"),
+                               ("vqgan.steps=2.5", "vqgan.steps is 2.5; expected a positive integer"),
+                               ("vqgan.compile=maybe", "vqgan.compile is 'maybe'; expected true, false or regional")):
+        err = project.fails("vqgan", *TINY, override)
+        assert expected in err and "Traceback" not in err
+    assert not project.path("models", "vqgan").exists()
+
+
 class Evil:
     def __reduce__(self):
         return (open, ("/tmp/pwned-by-checkpoint", "w"))
