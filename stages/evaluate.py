@@ -34,6 +34,7 @@ class FID:
     """FID against the cached reference, with features cached by the content of the image set."""
 
     def __init__(self, device, batch_size: int):
+        self.used = set()
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         if self.available:
@@ -45,6 +46,7 @@ class FID:
             return None
         key = hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
         path = CACHE / f"{key}.npy"
+        self.used.add(path.name)
         if path.exists():
             feats = np.load(path)
         else:
@@ -52,6 +54,13 @@ class FID:
             CACHE.mkdir(parents=True, exist_ok=True)
             np.save(path, feats.astype(np.float32))
         return round(self.reference.distance(*gaussian_stats(feats)), 3)
+
+    def prune(self) -> None:
+        """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
+        image set's features are 6 MB)."""
+        for path in CACHE.glob("*.npy") if CACHE.exists() else []:
+            if path.name not in self.used:
+                path.unlink()
 
 
 def baselines(fid: FID, masked, mask64, gt, recon) -> list[dict]:
@@ -120,6 +129,7 @@ def main() -> None:
             if copied:
                 row["pictures"] = copied
     report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1))
+    fid.prune()
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
 
 

@@ -75,3 +75,7 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     first = fid(images, "grey")
     fid.net = None  # calling the network now would fail
     assert fid(images, "grey") == first
+    cache = tiny_project.path("data", "fid", "cache")
+    (cache / "stale.npy").write_bytes(b"")  # features of an image set this run did not evaluate
+    fid.prune()
+    assert [p.name for p in cache.iterdir()] == [fid.used.pop()]
