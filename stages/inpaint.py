@@ -3,9 +3,10 @@
 `python -m stages.inpaint` runs the headline configuration (top-level `schedule`, `T`, `sweet_spot`)
 into results/inpaint/headline/; `--schedule S --T N --sweet-spot K` runs one point of the sweep into
 results/inpaint/S-TN-sK/; `--sweep` runs every point of the `sweep` grid in one process (models loaded
-once), `--sweep --headline` the headline too (what `run_all` uses). Each folder gets raw/image_000.png … (the VQGAN decode), composite/image_000.png
-… (known pixels pasted back), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png (the latent
-mask and the predicted image at every iteration) and summary.json.
+once), `--sweep --headline` the headline too (what `run_all` uses). Each folder gets raw/image_000.png …
+(the VQGAN decode), composite/image_000.png … (known pixels pasted back), raw.npy, composite.npy,
+tokens.npy, pictures/serial_NNN.png (the latent mask and the predicted image at every iteration) and
+summary.json.
 """
 from __future__ import annotations
 
