@@ -105,6 +105,14 @@ def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     return resolve(read_params(path), parse_overrides(overrides or []))
 
 
+def require_positive_ints(cfg: dict, section: str, keys: tuple[str, ...]) -> None:
+    """Fail, naming the parameter, unless each `cfg[section][key]` is an integer of at least 1."""
+    for key in keys:
+        value = cfg[section][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{section}.{key} is {value!r}; expected a positive integer")
+
+
 def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:
     """The common command line of every stage: `-S key=value` overrides plus stage options."""
     parser = argparse.ArgumentParser(description=description)

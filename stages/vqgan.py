@@ -20,7 +20,7 @@ from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, i
                                   restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, run
+from stages.config import ConfigError, StageFailed, cli, require_positive_ints, run
 
 PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
@@ -66,8 +66,9 @@ def adopt(path: Path) -> VQGAN:
     return model
 
 
-def train(p: dict, images: np.ndarray, val: np.ndarray, device: torch.device,
+def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
           data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict]]:
+    """`val`: the uint8 images measured every `eval_every` steps, on `device`."""
     arch = VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
     seed_everything(p["seed"])
     model, disc = VQGAN(arch).to(device), Discriminator().to(device)
@@ -122,7 +123,7 @@ def train(p: dict, images: np.ndarray, val: np.ndarray, device: torch.device,
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
         if (step + 1) % p["eval_every"] == 0 and not last:  # the stage measures the last step itself
-            metrics = reconstruction_metrics(model, val, device)[0]
+            metrics = reconstruction_metrics(model, val)[0]
             val_log.append({"step": step + 1, "seconds": round(time.time() - t0, 2),
                             **{k: metrics[k] for k in VAL_LOG_KEYS}})
             model.train()
@@ -136,11 +137,9 @@ def train(p: dict, images: np.ndarray, val: np.ndarray, device: torch.device,
 
 
 @torch.no_grad()
-def reconstruction_metrics(model: VQGAN, val: np.ndarray, device) -> tuple[dict, np.ndarray]:
-    """PSNR and codebook usage on the first EVAL_IMAGES val images (fp32), and a grid of the first 8
-    beside their reconstructions."""
+def reconstruction_metrics(model: VQGAN, images: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """PSNR and codebook usage of uint8 images (on the model's device) and their reconstructions, fp32."""
     model.eval()
-    images = torch.from_numpy(val[:EVAL_IMAGES]).to(device)
     recon, indices = [], []
     for chunk in images.split(64):
         with torch.compiler.set_stance("force_eager"):  # blocks compiled in place (regional) stay eager here
@@ -150,9 +149,7 @@ def reconstruction_metrics(model: VQGAN, val: np.ndarray, device) -> tuple[dict,
     recon = torch.cat(recon)
     metrics = {"val_psnr": round(psnr(recon, images), 3), "val_images": len(images),
                **codebook_stats(torch.cat(indices), model.cfg.num_codebook_vectors)}
-    n = min(8, len(images))
-    grid = training.image_grid([images[:n].cpu().numpy(), recon[:n].cpu().numpy()])
-    return metrics, grid
+    return metrics, recon
 
 
 def main() -> None:
@@ -162,16 +159,16 @@ def main() -> None:
     if model is None:
         if p["compile"] not in (True, False, "regional"):
             raise ConfigError(f"vqgan.compile is {p['compile']!r}; expected true, false or regional")
-        for key in ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-                raise ConfigError(f"vqgan.{key} is {p[key]!r}; expected a positive integer")
-    val = training.load_array(PREPARED / "val.npy", "prepare")
+        require_positive_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every",
+                                             "codebook_restart_every"))
+    val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, t0 = [], [], time.time()
     if model is None:
         train_images = training.load_array(PREPARED / "train.npy", "prepare")
         model, log, val_log = train(p, train_images, val, device, cfg["data"])
     model = model.to(device)
-    metrics, grid = reconstruction_metrics(model, val, device)
+    metrics, recon = reconstruction_metrics(model, val)
+    grid = training.image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
     val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0,
                     **{k: metrics[k] for k in VAL_LOG_KEYS}})  # seconds: of training, as the rows before
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",

@@ -220,6 +220,6 @@ def test_regional_compile_matches_eager_with_one_graph_per_block_shape():
     assert len(graphs) == len(shapes) and len(shapes) < sum(1 for _ in reference.modules()
                                                             if isinstance(_, (ResidualBlock, NonLocalBlock)))
     assert list(model.state_dict()) == list(reference.state_dict())
-    reconstruction_metrics(model, np.zeros((3, 64, 64, 3), np.uint8), "cpu")  # another batch size
+    reconstruction_metrics(model, torch.zeros(3, 64, 64, 3, dtype=torch.uint8))  # another batch size
     assert len(graphs) == len(shapes)
     torch._dynamo.reset()
