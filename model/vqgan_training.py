@@ -1,8 +1,10 @@
-"""How stage 1 learns: reconstruction + codebook losses, a delayed PatchGAN with the adaptive generator
-weight and feature matching, and a codebook kept alive by (re)initialising entries from encoder outputs.
+"""How stage 1 learns: a plain-autoencoder warm-up, then reconstruction + codebook losses, a delayed
+PatchGAN with the adaptive generator weight and feature matching, and a codebook kept alive by
+(re)initialising entries from encoder outputs.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,9 +25,30 @@ def hinge_d_loss(real_logits, fake_logits):
     return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
 
 
+def generator_features(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor):
+    """The generator's training forward up to the decoder's last conv: images → (features, token
+    indices (B, H·W), codebook loss).
+
+    `quantize` is a 0-dim tensor, 1 or 0. At 0 the decoder gets the encoder's output itself and the
+    codebook loss is 0: a plain autoencoder, the warm-up that lets the codebook start on what the
+    encoder has learned to emit. A tensor, not a bool, so one compiled graph serves both phases."""
+    z_e = model.quant_conv(model.encoder(x))
+    z_q, indices, q_loss = model.codebook(z_e)
+    z = quantize * z_q + (1 - quantize) * z_e  # exactly z_q at 1, z_e at 0; the gradient reaches z_e either way
+    return model.decode_features(z), indices.view(x.shape[0], -1), quantize * q_loss
+
+
+def generator_forward(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor):
+    """`generator_features` through the last conv: (decoded, indices, codebook loss). At quantize=1,
+    the model's own forward."""
+    h, indices, q_loss = generator_features(model, x, quantize)
+    return model.last_layer(h), indices, q_loss
+
+
 @torch.no_grad()
 def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
-    z = model.quant_conv(model.encoder(x))
+    with torch.compiler.set_stance("force_eager"):  # blocks compiled in place would recompile for no_grad
+        z = model.quant_conv(model.encoder(x))
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
 
 
@@ -69,20 +92,24 @@ def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:
 class Stage1Step:
     """One optimisation step of stage 1 (generator and, once switched on, discriminator).
 
-    `forward` runs the generator (default: the model itself; a compiled version must keep the decoder's
-    last conv outside its graph, where the adaptive weight takes its gradients). Returns the losses as
-    detached tensors: reading them (a host sync on a GPU) is left to the caller, which does it only
-    when it logs."""
+    `forward(x, quantize)` runs the generator (default: `generator_forward`; a compiled version must keep
+    the decoder's last conv outside its graph, where the adaptive weight takes its gradients). The
+    codebook is bypassed before step `quantize_start`. Returns the losses as detached tensors: reading
+    them (a host sync on a GPU) is left to the caller, which does it only when it logs."""
 
     def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict, forward=None):
         self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
-        self.forward = model if forward is None else forward
+        self.forward = functools.partial(generator_forward, model) if forward is None else forward
+        self.gates = {}  # quantize flags kept on the device: making one each step would sync a GPU
 
     def __call__(self, x: torch.Tensor, step: int, autocast) -> dict:
         p, model, disc = self.p, self.model, self.disc
         gan_on = step >= p["disc_start"]
+        quantize = step >= p["quantize_start"]
+        if quantize not in self.gates:
+            self.gates[quantize] = torch.tensor(float(quantize), device=x.device)
         with autocast():
-            decoded, indices, q_loss = self.forward(x)
+            decoded, indices, q_loss = self.forward(x, self.gates[quantize])
             rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
             loss = rec + q_loss
             logs = {"rec_loss": rec.detach(), "q_loss": q_loss.detach()}

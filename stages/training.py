@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from model.vqgan import VQGAN, NonLocalBlock, ResidualBlock
+from model.vqgan_training import generator_features, generator_forward
 from stages.common import atomic_file, save_torch
 from stages.config import ConfigError
 
@@ -76,7 +78,8 @@ def autocast_for(device: torch.device):
 
 def compile_generator(model: VQGAN, backend="inductor", regional: bool = False):
     """torch.compile (with `backend`, a name or a backend callable) of the stage-1 generator, all but
-    the decoder's last conv: a callable with the model's forward (images -> decoded, indices, loss).
+    the decoder's last conv: a callable with `generator_forward`'s signature ((images, quantize) ->
+    decoded, indices, loss).
 
     The adaptive GAN weight takes gradients at that conv's weight. Inside the compiled graph each of
     them would run the whole generator's backward (a compiled backward computes every gradient at
@@ -92,16 +95,14 @@ def compile_generator(model: VQGAN, backend="inductor", regional: bool = False):
         for block in model.modules():
             if isinstance(block, (ResidualBlock, NonLocalBlock)):
                 block.compile(backend=backend, dynamic=False)
-        return model
+        return functools.partial(generator_forward, model)
 
-    def body(x):
-        z_q, indices, q_loss = model.encode(x)
-        return model.decode_features(z_q), indices, q_loss
+    @torch.compile(backend=backend)
+    def body(x, quantize):
+        return generator_features(model, x, quantize)
 
-    body = torch.compile(body, backend=backend)
-
-    def forward(x):
-        h, indices, q_loss = body(x)
+    def forward(x, quantize):
+        h, indices, q_loss = body(x, quantize)
         return model.last_layer(h), indices, q_loss
     return forward
 

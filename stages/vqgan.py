@@ -2,7 +2,8 @@
 
 Outputs: models/vqgan/ (vqgan.pt state_dict, architecture.json, config.yaml) and reports/vqgan/
 (metrics.json with val PSNR and codebook usage, recon.png, train_log.csv, and val_log.csv: val PSNR and
-codebook usage every `eval_every` steps).
+codebook usage every `eval_every` steps; in the autoencoder warm-up, `quantized` 0, the PSNR without the
+codebook).
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
-from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, init_codebook, psnr,
-                                  restart_dead_codes)
+from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, generator_forward, init_codebook,
+                                  psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_positive_ints, run
@@ -99,18 +100,23 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
         x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
         return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
-    if start == 0:
+    def start_codebook():  # on encoder outputs: at step 0, or where the autoencoder warm-up ends
         init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]))
+        usage.zero_()
+
     autocast = training.autocast_for(device)
     model.train(), disc.train()
     bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
     t0 = time.time()
     for step in bar:
+        if step == p["quantize_start"]:
+            start_codebook()
         x = batch()
         logs, indices = step_fn(x, step, autocast)
         usage.index_add_(0, indices.flatten(), torch.ones_like(indices.flatten()))  # bincount would sync
         # Restarts stop for the last fifth, so the decoder settles on the final codebook.
-        if (step + 1) % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
+        since_start = step + 1 - p["quantize_start"]
+        if since_start > 0 and since_start % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
         last = step == p["steps"] - 1
@@ -123,8 +129,9 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
         if (step + 1) % p["eval_every"] == 0 and not last:  # the stage measures the last step itself
-            metrics = reconstruction_metrics(model, val)[0]
-            val_log.append({"step": step + 1, "seconds": round(time.time() - t0, 2),
+            quantized = step + 1 > p["quantize_start"]  # in the warm-up: the plain autoencoder's PSNR
+            metrics = reconstruction_metrics(model, val, quantized)[0]
+            val_log.append({"step": step + 1, "seconds": round(time.time() - t0, 2), "quantized": int(quantized),
                             **{k: metrics[k] for k in VAL_LOG_KEYS}})
             model.train()
         if checkpoint_now:
@@ -137,13 +144,15 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
 
 
 @torch.no_grad()
-def reconstruction_metrics(model: VQGAN, images: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """PSNR and codebook usage of uint8 images (on the model's device) and their reconstructions, fp32."""
+def reconstruction_metrics(model: VQGAN, images: torch.Tensor, quantize: bool = True) -> tuple[dict, torch.Tensor]:
+    """PSNR and codebook usage of uint8 images (on the model's device) and their reconstructions, fp32;
+    quantize=False: through the plain autoencoder (the codebook bypassed, as in the warm-up)."""
     model.eval()
     recon, indices = [], []
+    gate = torch.tensor(float(quantize), device=images.device)
     for chunk in images.split(64):
         with torch.compiler.set_stance("force_eager"):  # blocks compiled in place (regional) stay eager here
-            decoded, idx, _ = model(normalize(chunk))
+            decoded, idx, _ = generator_forward(model, normalize(chunk), gate)
         recon.append(denormalize(decoded))
         indices.append(idx)
     recon = torch.cat(recon)
@@ -161,6 +170,10 @@ def main() -> None:
             raise ConfigError(f"vqgan.compile is {p['compile']!r}; expected true, false or regional")
         require_positive_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every",
                                              "codebook_restart_every"))
+        q = p["quantize_start"]
+        if not isinstance(q, int) or isinstance(q, bool) or not 0 <= q < p["steps"]:
+            raise ConfigError(f"vqgan.quantize_start is {q!r}; expected an integer from 0 to vqgan.steps - 1 "
+                              f"({p['steps'] - 1})")
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, t0 = [], [], time.time()
     if model is None:
@@ -169,7 +182,7 @@ def main() -> None:
     model = model.to(device)
     metrics, recon = reconstruction_metrics(model, val)
     grid = training.image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
-    val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0,
+    val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0, "quantized": 1,
                     **{k: metrics[k] for k in VAL_LOG_KEYS}})  # seconds: of training, as the rows before
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
                    seconds=round(time.time() - t0, 1), device=str(device))

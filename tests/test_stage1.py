@@ -19,7 +19,7 @@ from torch._dynamo.backends.common import aot_autograd
 from conftest import REPO, TINY
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
-from model.vqgan_training import Stage1Step
+from model.vqgan_training import Stage1Step, generator_forward
 from stages.training import compile_generator
 from stages.vqgan import adopt, reconstruction_metrics
 
@@ -71,7 +71,9 @@ def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project
 def test_bad_training_knobs_are_rejected_before_work(project):
     for override, expected in (("vqgan.eval_every=0", "vqgan.eval_every is 0; expected a positive integer"),
                                ("vqgan.steps=2.5", "vqgan.steps is 2.5; expected a positive integer"),
-                               ("vqgan.compile=maybe", "vqgan.compile is 'maybe'; expected true, false or regional")):
+                               ("vqgan.compile=maybe", "vqgan.compile is 'maybe'; expected true, false or regional"),
+                               ("vqgan.quantize_start=12", "vqgan.quantize_start is 12; expected an integer from 0 to "
+                                                           "vqgan.steps - 1 (11)")):
         err = project.fails("vqgan", *TINY, override)
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()
@@ -88,11 +90,12 @@ def log_rows(project, name="train_log.csv"):
 
 
 def test_training_lowers_reconstruction_error(project):
-    over = [o for o in TINY if not o.startswith(("vqgan.steps", "vqgan.disc_start"))]
+    over = [o for o in TINY if not o.startswith(("vqgan.steps", "vqgan.disc_start", "vqgan.quantize_start"))]
     project.run("prepare", *over)
-    project.run("vqgan", *over, "vqgan.steps=1", "vqgan.disc_start=1000")
+    project.run("vqgan", *over, "vqgan.steps=1", "vqgan.disc_start=1000", "vqgan.quantize_start=0")
     psnr_before = json.loads(project.path("reports", "vqgan", "metrics.json").read_text())["val_psnr"]
-    project.run("vqgan", *over, "vqgan.steps=200", "vqgan.disc_start=1000", "vqgan.lr=0.002", "vqgan.eval_every=50")
+    project.run("vqgan", *over, "vqgan.steps=200", "vqgan.disc_start=1000", "vqgan.lr=0.002", "vqgan.eval_every=50",
+                "vqgan.quantize_start=40")
     rows = log_rows(project)
     first = np.mean([float(r["rec_loss"]) for r in rows[:3]])
     last = np.mean([float(r["rec_loss"]) for r in rows[-3:]])
@@ -125,7 +128,10 @@ def kill_after_checkpoint(project, stage, *overrides):
 
 
 def test_vqgan_resumes_after_a_kill_and_matches(project):
-    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15", "vqgan.eval_every=10"]
+    # The kill comes after the checkpoint at step 10 or 20: the resumed run crosses the discriminator's
+    # start (15), and from 10 the codebook's (12) too.
+    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15", "vqgan.eval_every=10",
+            "vqgan.quantize_start=12"]
     project.run("prepare", *over)
     project.run("vqgan", *over)
     uninterrupted = torch.load(project.path("models", "vqgan", "vqgan.pt"))
@@ -139,6 +145,7 @@ def test_vqgan_resumes_after_a_kill_and_matches(project):
         assert torch.equal(uninterrupted[k], resumed[k]), k
     assert [(r["step"], r["val_psnr"]) for r in log_rows(project, "val_log.csv")] == psnr_curve
     assert [step for step, _ in psnr_curve] == ["10", "20", "30"]
+    assert [r["quantized"] for r in log_rows(project, "val_log.csv")] == ["0", "1", "1"]  # warm-up: no codebook
     assert not list(project.path("checkpoints").glob("vqgan-*.pt"))
 
 
@@ -152,6 +159,24 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
+
+
+def test_generator_forward_bypasses_the_codebook_only_in_the_warm_up():
+    """quantize=1 is the model's own forward; quantize=0 is encoder → decoder with no codebook in between
+    (a reference built from the modules themselves), no codebook loss, and no gradient to the codebook."""
+    torch.manual_seed(0)
+    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
+                      num_codebook_vectors=32, norm_groups=4)
+    model, x = VQGAN(cfg), torch.randn(2, 3, 64, 64)
+    for got, want in zip(generator_forward(model, x, torch.tensor(1.0)), model(x)):
+        assert torch.equal(got, want)
+    decoded, _, q_loss = generator_forward(model, x, torch.tensor(0.0))
+    plain = model.decoder(model.post_quant_conv(model.quant_conv(model.encoder(x))))
+    torch.testing.assert_close(decoded, plain, atol=1e-6, rtol=1e-6)
+    assert float(q_loss.detach()) == 0.0 and not torch.allclose(decoded, model(x)[0], atol=1e-3)
+    (decoded.square().mean() + q_loss).backward()
+    grad = model.codebook.embedding.weight.grad
+    assert (grad is None or not grad.any()) and model.encoder.model[0].weight.grad.abs().sum() > 0
 
 
 def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
@@ -175,12 +200,21 @@ def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
                       num_codebook_vectors=32, norm_groups=4)
     model, disc = VQGAN(cfg), Discriminator()
     x = torch.randn(2, 3, 64, 64)
-    forward = compile_generator(model, backend=aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward),
+    forwards = []
+
+    def counting_forward(gm, _):
+        forwards.append(1)
+        return make_boxed_func(gm.forward)
+
+    forward = compile_generator(model, backend=aot_autograd(fw_compiler=counting_forward,
                                                               bw_compiler=counting_backward))
-    with torch.no_grad():
-        for got, want in zip(forward(x), model(x)):
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    recipe = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.1, "feature_weight": 1.0}
+    for quantize in (0.0, 1.0):  # the warm-up and the quantised phase share one graph
+        got, want = forward(x, torch.tensor(quantize)), generator_forward(model, x, torch.tensor(quantize))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    assert len(forwards) == 1 and not backwards
+    recipe = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 0, "disc_weight": 0.1, "feature_weight": 1.0,
+              "quantize_start": 0}
     step = Stage1Step(model, disc, torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters()),
                       recipe, forward)
     logs, _ = step(x, step=0, autocast=contextlib.nullcontext)
@@ -210,7 +244,7 @@ def test_regional_compile_matches_eager_with_one_graph_per_block_shape():
             block.register_forward_hook(lambda m, i, o: shapes.add((type(m), i[0].shape, o.shape)))
     x = torch.randn(2, 3, 64, 64)
     forward = compile_generator(model, backend=counting, regional=True)
-    got, want = forward(x), reference(x)
+    got, want = forward(x, torch.tensor(1.0)), reference(x)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
     (got[0].square().mean() + got[2]).backward()
