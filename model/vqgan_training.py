@@ -100,16 +100,16 @@ class Stage1Step:
     def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict, forward=None):
         self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
         self.forward = functools.partial(generator_forward, model) if forward is None else forward
-        self.gates = {}  # quantize flags kept on the device: making one each step would sync a GPU
+        # The quantize flag (0, 1) kept on the device: making it each step would sync a GPU.
+        device = model.last_layer.weight.device
+        self.gates = (torch.zeros((), device=device), torch.ones((), device=device))
 
     def __call__(self, x: torch.Tensor, step: int, autocast) -> dict:
         p, model, disc = self.p, self.model, self.disc
         gan_on = step >= p["disc_start"]
-        quantize = step >= p["quantize_start"]
-        if quantize not in self.gates:
-            self.gates[quantize] = torch.tensor(float(quantize), device=x.device)
+        quantize = self.gates[int(step >= p["quantize_start"])]
         with autocast():
-            decoded, indices, q_loss = self.forward(x, self.gates[quantize])
+            decoded, indices, q_loss = self.forward(x, quantize)
             rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
             loss = rec + q_loss
             logs = {"rec_loss": rec.detach(), "q_loss": q_loss.detach()}

@@ -105,12 +105,14 @@ def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     return resolve(read_params(path), parse_overrides(overrides or []))
 
 
-def require_positive_ints(cfg: dict, section: str, keys: tuple[str, ...]) -> None:
-    """Fail, naming the parameter, unless each `cfg[section][key]` is an integer of at least 1."""
+def require_ints(cfg: dict, section: str, keys: tuple[str, ...], low: int = 1, high: int | None = None) -> None:
+    """Fail, naming the parameter, unless each `cfg[section][key]` is an integer in [low, high]."""
+    expected = "a positive integer" if (low, high) == (1, None) else f"an integer from {low} to {high}"
     for key in keys:
         value = cfg[section][key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{section}.{key} is {value!r}; expected a positive integer")
+        if (not isinstance(value, int) or isinstance(value, bool) or value < low
+                or (high is not None and value > high)):
+            raise ConfigError(f"{section}.{key} is {value!r}; expected {expected}")
 
 
 def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:

@@ -21,7 +21,7 @@ from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_positive_ints, run
+from stages.config import ConfigError, StageFailed, cli, require_ints, run
 
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
@@ -192,7 +192,7 @@ def load_transformer(device) -> BidirectionalTransformer:
 
 def main() -> None:
     cfg, _ = cli(__doc__)
-    require_positive_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
+    require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

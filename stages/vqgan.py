@@ -21,7 +21,7 @@ from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, g
                                   psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_positive_ints, run
+from stages.config import ConfigError, StageFailed, cli, require_ints, run
 
 PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
@@ -168,12 +168,9 @@ def main() -> None:
     if model is None:
         if p["compile"] not in (True, False, "regional"):
             raise ConfigError(f"vqgan.compile is {p['compile']!r}; expected true, false or regional")
-        require_positive_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every",
+        require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every",
                                              "codebook_restart_every"))
-        q = p["quantize_start"]
-        if not isinstance(q, int) or isinstance(q, bool) or not 0 <= q < p["steps"]:
-            raise ConfigError(f"vqgan.quantize_start is {q!r}; expected an integer from 0 to vqgan.steps - 1 "
-                              f"({p['steps'] - 1})")
+        require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, t0 = [], [], time.time()
     if model is None:
