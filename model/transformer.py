@@ -57,6 +57,24 @@ def sincos_2d(side: int, dim: int, rms: float = 0.02) -> torch.Tensor:
     return (torch.cat([encode(rows), encode(cols)], dim=1) * rms * math.sqrt(2)).float()
 
 
+def codebook_embedding(codebook: torch.Tensor, dim: int, rms: float = 0.02, seed: int = 0) -> torch.Tensor:
+    """Token embeddings laid out like stage 1's codebook: (codes, latent) → (codes, dim); a start for
+    `tok_emb`.
+
+    Codes the decoder draws alike start close, so what the model learns about one code (as input, and
+    through the tied logits as output) carries to its neighbours. The codebook is centred, cut to its
+    `dim` principal directions when the latent is wider, turned into `dim` channels by a seeded random
+    orthogonal map (distances kept), and scaled to the RMS of the lab's random init.
+    """
+    c = codebook.double() - codebook.double().mean(0)
+    if c.shape[1] > dim:
+        c = c @ torch.linalg.svd(c, full_matrices=False).Vh[:dim].T
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, c.shape[1], generator=gen, dtype=torch.float64))  # orthonormal columns
+    e = c @ q.T
+    return (e * rms / e.pow(2).mean().sqrt().clamp_min(1e-12)).float()
+
+
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()

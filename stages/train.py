@@ -18,7 +18,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.transformer import BidirectionalTransformer, TransformerConfig, codebook_embedding
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_ints, run
@@ -26,7 +26,20 @@ from stages.config import ConfigError, StageFailed, cli, require_ints, run
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
 REPORTS = Path("reports/train")
+VQGAN_WEIGHTS = Path("models/vqgan/vqgan.pt")
 ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
+TOK_INITS = ("normal", "codebook")
+
+
+def new_transformer(arch: TransformerConfig, p: dict, vqgan_weights: Path = VQGAN_WEIGHTS) -> BidirectionalTransformer:
+    """The untrained transformer; with `tok_init: codebook` its token embeddings start laid out like
+    stage 1's codebook (the mask token's row stays random)."""
+    model = BidirectionalTransformer(arch)
+    if p["tok_init"] == "codebook":
+        codebook = torch.load(training.require(vqgan_weights, "vqgan"), map_location="cpu", weights_only=True)["codebook.embedding.weight"]
+        with torch.no_grad():
+            model.tok_emb.weight[: len(codebook)] = codebook_embedding(codebook, arch.dim, seed=p["seed"])
+    return model
 
 
 def make_optimizer(model, p):
@@ -97,7 +110,7 @@ def train(cfg: dict) -> dict:
     val_tok = torch.from_numpy(training.load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
 
     seed_everything(p["seed"] + rank)
-    model = BidirectionalTransformer(arch).to(device)
+    model = new_transformer(arch, p).to(device)
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train_tok) // (p["batch_size"] * world)
     if steps_per_epoch == 0:
@@ -193,6 +206,8 @@ def load_transformer(device) -> BidirectionalTransformer:
 def main() -> None:
     cfg, _ = cli(__doc__)
     require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
+    if cfg["train"]["tok_init"] not in TOK_INITS:
+        raise ConfigError(f"train.tok_init must be one of {TOK_INITS}, got {cfg['train']['tok_init']!r}")
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

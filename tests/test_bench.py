@@ -33,16 +33,19 @@ def test_plateau_benchmark_runs_end_to_end(tmp_path):
     for name, n in (("train.npy", 40), ("val.npy", 8)):
         np.save(tmp_path / name, rng.integers(0, 16, (n, 256)).astype(np.int16))
     out = tmp_path / "curves.json"
-    cmd = [sys.executable, "-m", "bench.plateau", "--tokens", str(tmp_path), "--runs", "normal:1e-3", "sincos:1e-3",
-           "--dim", "32", "--hidden", "64", "--layers", "2", "--batch", "4", "--steps", "4", "--every", "2",
+    torch.save({"codebook.embedding.weight": torch.randn(16, 8)}, tmp_path / "vqgan.pt")
+    cmd = [sys.executable, "-m", "bench.plateau", "--tokens", str(tmp_path), "--runs", "normal:1e-3",
+           "sincos:1e-3:codebook", "--vqgan", str(tmp_path / "vqgan.pt"), "--dim", "32", "--hidden", "64", "--layers", "2", "--batch", "4", "--steps", "4", "--every", "2",
            "--warmup", "1", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert [r["pos_init"] for r in result["runs"]] == ["normal", "sincos"]
+    assert [(r["pos_init"], r["tok_init"]) for r in result["runs"]] == [("normal", "normal"), ("sincos", "codebook")]
     assert all([s for s, _ in r["curve"]] == [2, 4] for r in result["runs"])
     assert all(math.isfinite(loss) for r in result["runs"] for _, loss in r["curve"])
     bad = subprocess.run([*cmd[:4], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "missing/train.npy not found" in bad.stderr
     bad = subprocess.run([*cmd[:6], "rope:1e-3"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "'rope:1e-3'" in bad.stderr
+    bad = subprocess.run([*cmd[:6], "sincos:1e-3:pca"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "token start" in bad.stderr

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from conftest import REPO, TINY, Project
+from model.transformer import TransformerConfig
+from stages.train import new_transformer
 from stages.training import warmup_cosine
 from test_stage1 import kill_after_checkpoint
 
@@ -72,9 +74,28 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
     proj = stage2_project(tiny_project, tmp_path)
     err = proj.fails("train", *TINY, "train.pos_init=rope")
     assert "train.pos_init" in err and "sincos" in err
+    err = proj.fails("train", *TINY, "train.tok_init=pca")
+    assert "train.tok_init" in err and "codebook" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.epochs=0")
     assert "train.epochs is 0; expected a positive integer" in err and "Traceback" not in err
     assert not proj.path("models", "transformer").exists()
+
+
+def test_codebook_token_start_reads_stage_ones_codebook(tiny_project, monkeypatch):
+    monkeypatch.chdir(tiny_project.root)
+    codebook = torch.load("models/vqgan/vqgan.pt", weights_only=True)["codebook.embedding.weight"].double()
+    arch = TransformerConfig(num_codebook_vectors=len(codebook), dim=32, n_layers=1, hidden_dim=64, n_heads=4)
+    p = {"tok_init": "normal", "seed": 0}
+    torch.manual_seed(0)
+    normal = new_transformer(arch, p).tok_emb.weight.detach().double()
+    torch.manual_seed(0)
+    started = new_transformer(arch, {**p, "tok_init": "codebook"}).tok_emb.weight.detach().double()
+    codes = len(codebook)
+    assert torch.equal(started[codes], normal[codes])  # the mask token keeps its random start
+    ratio = torch.cdist(started[:codes], started[:codes]) / torch.cdist(codebook, codebook).fill_diagonal_(1.0)
+    off = ~torch.eye(codes, dtype=torch.bool)
+    assert (ratio[off] / ratio[off].mean() - 1).abs().max() < 1e-5  # the codebook's distances, scaled
+    assert abs(started[:codes].pow(2).mean().sqrt().item() - 0.02) < 1e-6
 
 
 def test_warmup_cosine_closed_form():

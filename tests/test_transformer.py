@@ -3,6 +3,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from model.attention import MultiHeadAttention
 from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.transformer import BidirectionalTransformer, TransformerConfig, codebook_embedding
 
 REPO = Path(__file__).resolve().parents[1]
 TSV = REPO.parent / "shared" / "lab5" / "transformer_fixed_state_dict.tsv"
@@ -154,3 +155,25 @@ def test_mvtm_loss_is_the_masked_token_cross_entropy():
     assert int(n) == int(mask.sum())
     assert torch.allclose(loss.double(), expected, atol=1e-5)
     assert torch.isclose(acc.double(), (logp.argmax(-1) == target).double().mean(), atol=1e-6)
+
+
+def test_codebook_embedding_keeps_the_codebooks_geometry():
+    torch.manual_seed(0)
+    codebook = torch.randn(64, 16) * torch.linspace(3.0, 0.1, 16) + 5.0  # anisotropic, off-centre
+    ref = codebook.double() - codebook.double().mean(0)
+
+    wide = codebook_embedding(codebook, 48).double()          # dim > latent: every distance kept, scaled
+    assert wide.shape == (64, 48)
+    assert abs(wide.pow(2).mean().sqrt().item() - 0.02) < 1e-6 and wide.mean(0).abs().max() < 1e-6  # centred
+    ratio = torch.cdist(wide, wide) / torch.cdist(ref, ref).fill_diagonal_(1.0)
+    off = ~torch.eye(64, dtype=torch.bool)
+    assert (ratio[off] / ratio[off].mean() - 1).abs().max() < 1e-6
+
+    narrow = codebook_embedding(codebook, 4).double()         # dim < latent: the 4 principal directions
+    evals, evecs = np.linalg.eigh(ref.numpy().T @ ref.numpy())
+    scores = torch.from_numpy(ref.numpy() @ evecs[:, -4:])
+    ratio = torch.cdist(narrow, narrow) / torch.cdist(scores, scores).fill_diagonal_(1.0)
+    assert (ratio[off] / ratio[off].mean() - 1).abs().max() < 1e-6
+
+    assert torch.equal(codebook_embedding(codebook, 48, seed=0), codebook_embedding(codebook, 48, seed=0))
+    assert not torch.allclose(codebook_embedding(codebook, 48, seed=1), codebook_embedding(codebook, 48, seed=0))
