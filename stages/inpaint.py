@@ -11,6 +11,8 @@ summary.json.
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +157,16 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
     return summary
 
 
+def copy_point(source: str, name: str) -> dict:
+    """The headline when it is a sweep point already decoded in this process: the same decode (same
+    seed and inputs), so its folder is copied instead of decoded twice."""
+    with atomic_dir(RESULTS / name) as out:
+        shutil.copytree(RESULTS / source, out, dirs_exist_ok=True)
+        summary = {**json.loads((out / "summary.json").read_text()), "name": name}
+        save_json(summary, out / "summary.json")
+    return summary
+
+
 def main() -> None:
     def args(parser):
         parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
@@ -183,8 +195,13 @@ def main() -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     inputs = load_inputs(cfg)
-    for point in points:
-        summary = inpaint(cfg, inputs, *point)
+    done = {}
+    for schedule, T, sweet_spot, name in points:
+        if (schedule, T, sweet_spot) in done:
+            summary = copy_point(done[schedule, T, sweet_spot], name)
+        else:
+            summary = inpaint(cfg, inputs, schedule, T, sweet_spot, name)
+            done[schedule, T, sweet_spot] = name
         print("inpaint: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
 

@@ -39,8 +39,13 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
 
 def test_run_all_produces_the_report(tiny_project):
     sweep = ["sweep.schedule=[cosine]", "sweep.T=[2, 4]", "sweep.sweet_spot=[0, 1]"]
-    proc = tiny_project.run("run_all", *TINY, *sweep, args=["--skip", "prepare", "vqgan", "tokens", "train"])
+    proc = tiny_project.run("run_all", *TINY, *sweep, "T=4", args=["--skip", "prepare", "vqgan", "tokens", "train"])
     assert "| evaluate |" in proc.stdout
+    # The headline is the sweep point cosine-T4-s0: decoded once, its folder copied (same timing).
+    inpainted = tiny_project.path("results", "inpaint")
+    point, headline = (json.loads((inpainted / n / "summary.json").read_text()) for n in ("cosine-T4-s0", "headline"))
+    assert headline["name"] == "headline" and headline["decode_seconds"] == point["decode_seconds"]
+    assert (inpainted / "headline" / "tokens.npy").read_bytes() == (inpainted / "cosine-T4-s0" / "tokens.npy").read_bytes()
     reports = tiny_project.path("reports")
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["fid_available"] and metrics["fid"] > 0
