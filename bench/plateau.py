@@ -9,7 +9,8 @@ the tokens) and only later learns to use the context. This trains the lab's dept
 layers) at a chosen width on a token cache with the train stage's step and params.yaml's `train`
 recipe, every run from the same seed on the same batches and masks, and prints the validation loss
 every `--every` steps beside the unigram entropy, and the first step at which each run is 0.05 nats
-below it. On a 2-core CPU, width 128 at batch 16 costs about 2 s a step; `--dim 768 --hidden 1536 --heads 16` is the lab's width, for a GPU.
+below it. On a 2-core CPU, width 128 at batch 16 costs about 2 s a step; `--dim 768 --hidden 1536
+--heads 16` is the lab's width, for a GPU.
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=15)
-    parser.add_argument("--dropout", type=float, help="every dropout of the model (default: params.yaml's train.dropout)")
+    parser.add_argument("--dropout", type=float,
+                        help="every dropout of the model (default: params.yaml's train.dropout)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=100)
@@ -104,7 +106,8 @@ def main() -> None:
     print(f"{machine(device)}; {len(train)} training sequences, {codes} codes; "
           f"unigram entropy of the validation tokens {entropy:.4f} nats")
     results = {"machine": machine(device), "unigram_entropy": round(entropy, 4), "codes": codes,
-               "settings": {k: v for k, v in vars(a).items() if k not in ("tokens", "out", "runs", "vqgan")}, "runs": []}
+               "settings": {k: v for k, v in vars(a).items() if k not in ("tokens", "out", "runs", "vqgan")},
+               "runs": []}
     for pos_init, lr, tok_init in runs:
         cfg = TransformerConfig(num_codebook_vectors=codes, dim=a.dim, n_layers=a.layers, hidden_dim=a.hidden,
                                 n_heads=a.heads, dropout=a.dropout, pos_init=pos_init)

@@ -36,7 +36,8 @@ def new_transformer(arch: TransformerConfig, p: dict, vqgan_weights: Path = VQGA
     stage 1's codebook (the mask token's row stays random)."""
     model = BidirectionalTransformer(arch)
     if p["tok_init"] == "codebook":
-        codebook = torch.load(training.require(vqgan_weights, "vqgan"), map_location="cpu", weights_only=True)["codebook.embedding.weight"]
+        weights = torch.load(training.require(vqgan_weights, "vqgan"), map_location="cpu", weights_only=True)
+        codebook = weights["codebook.embedding.weight"]
         with torch.no_grad():
             model.tok_emb.weight[: len(codebook)] = codebook_embedding(codebook, arch.dim, seed=p["seed"])
     return model

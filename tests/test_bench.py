@@ -35,7 +35,8 @@ def test_plateau_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "curves.json"
     torch.save({"codebook.embedding.weight": torch.randn(16, 8)}, tmp_path / "vqgan.pt")
     cmd = [sys.executable, "-m", "bench.plateau", "--tokens", str(tmp_path), "--runs", "normal:1e-3",
-           "sincos:1e-3:codebook", "--vqgan", str(tmp_path / "vqgan.pt"), "--dim", "32", "--hidden", "64", "--layers", "2", "--batch", "4", "--steps", "4", "--every", "2",
+           "sincos:1e-3:codebook", "--vqgan", str(tmp_path / "vqgan.pt"), "--dim", "32", "--hidden", "64",
+           "--layers", "2", "--batch", "4", "--steps", "4", "--every", "2",
            "--warmup", "1", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
