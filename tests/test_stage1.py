@@ -46,7 +46,8 @@ def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project
     key = "decoder.model.5.q.weight"
     bad = {
         "missing": ({k: v for k, v in lab_state_dict.items() if k != key}, ["missing keys", key]),
-        "extra": ({**lab_state_dict, "encoder.extra.weight": torch.zeros(1)}, ["unexpected keys", "encoder.extra.weight"]),
+        "extra": ({**lab_state_dict, "encoder.extra.weight": torch.zeros(1)},
+                  ["unexpected keys", "encoder.extra.weight"]),
         "shape": ({**lab_state_dict, key: torch.zeros(3, 3)}, ["wrong shapes", key, "(512, 512, 1, 1)"]),
         "wrapped": ({"state_dict": lab_state_dict}, ["not a raw state_dict"]),
     }
@@ -72,7 +73,8 @@ def test_bad_training_knobs_are_rejected_before_work(project):
     for override, expected in (("vqgan.eval_every=0", "vqgan.eval_every is 0; expected a positive integer"),
                                ("vqgan.steps=2.5", "vqgan.steps is 2.5; expected a positive integer"),
                                ("vqgan.compile=maybe", "vqgan.compile is 'maybe'; expected true, false or regional"),
-                               ("vqgan.quantize_start=12", "vqgan.quantize_start is 12; expected an integer from 0 to 11")):
+                               ("vqgan.quantize_start=12",
+                                "vqgan.quantize_start is 12; expected an integer from 0 to 11")):
         err = project.fails("vqgan", *TINY, override)
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()

@@ -37,7 +37,8 @@ def test_train_resumes_after_a_kill_and_matches(tiny_project, tmp_path):
     resumed = torch.load(proj.path("models", "transformer", "last.pt"))
     for k in uninterrupted:
         assert torch.equal(uninterrupted[k], resumed[k]), k
-    assert json.loads(proj.path("reports", "train", "metrics.json").read_text())["best_val_loss"] == best["best_val_loss"]
+    resumed_metrics = json.loads(proj.path("reports", "train", "metrics.json").read_text())
+    assert resumed_metrics["best_val_loss"] == best["best_val_loss"]
 
 
 def test_training_learns_and_keeps_the_best_checkpoint(tiny_project):

@@ -52,7 +52,8 @@ def test_attention_matches_float64_reference_and_sdpa_oracle():
 
 
 def test_no_library_attention_in_model():
-    banned = re.compile(r"MultiheadAttention|scaled_dot_product_attention|flash_attn|xformers|nn\.functional\.multi_head")
+    banned = re.compile(r"MultiheadAttention|scaled_dot_product_attention|flash_attn|xformers"
+                        r"|nn\.functional\.multi_head")
     offenders = [str(p) for p in (REPO / "model").rglob("*.py") if banned.search(p.read_text())]
     assert offenders == []
 
@@ -83,7 +84,8 @@ def test_lab_initialisation_and_layer_norm_eps():
 
 def test_sincos_positions_against_the_closed_form():
     dim, side = 32, 16
-    model = BidirectionalTransformer(TransformerConfig(dim=dim, n_layers=1, hidden_dim=64, n_heads=4, pos_init="sincos"))
+    cfg = TransformerConfig(dim=dim, n_layers=1, hidden_dim=64, n_heads=4, pos_init="sincos")
+    model = BidirectionalTransformer(cfg)
     pos = model.pos_emb.detach().double()
     amp = 0.02 * 2**0.5
     for index in (0, 17, 100, 255):
