@@ -115,6 +115,14 @@ def require_ints(cfg: dict, section: str, keys: tuple[str, ...], low: int = 1, h
             raise ConfigError(f"{section}.{key} is {value!r}; expected {expected}")
 
 
+def require_choice(cfg: dict, section: str, key: str, choices: tuple) -> None:
+    """Fail, naming the parameter, unless `cfg[section][key]` is one of `choices` (as YAML spells them)."""
+    value = cfg[section][key]
+    if value not in choices:
+        spelled = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise ConfigError(f"{section}.{key} is {value!r}; expected one of {spelled}")
+
+
 def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:
     """The common command line of every stage: `-S key=value` overrides plus stage options."""
     parser = argparse.ArgumentParser(description=description)

@@ -21,7 +21,7 @@ from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, TransformerConfig, codebook_embedding
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_ints, run
+from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
 
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
@@ -207,8 +207,7 @@ def load_transformer(device) -> BidirectionalTransformer:
 def main() -> None:
     cfg, _ = cli(__doc__)
     require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
-    if cfg["train"]["tok_init"] not in TOK_INITS:
-        raise ConfigError(f"train.tok_init must be one of {TOK_INITS}, got {cfg['train']['tok_init']!r}")
+    require_choice(cfg, "train", "tok_init", TOK_INITS)
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

@@ -21,7 +21,7 @@ from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, g
                                   psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_ints, run
+from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
 
 PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
@@ -166,10 +166,8 @@ def main() -> None:
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
     if model is None:
-        if p["compile"] not in (True, False, "regional"):
-            raise ConfigError(f"vqgan.compile is {p['compile']!r}; expected true, false or regional")
-        require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every",
-                                             "codebook_restart_every"))
+        require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
+        require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
         require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, t0 = [], [], time.time()

@@ -172,7 +172,7 @@ def test_codebook_embedding_keeps_the_codebooks_geometry():
     assert (ratio[off] / ratio[off].mean() - 1).abs().max() < 1e-6
 
     narrow = codebook_embedding(codebook, 4).double()         # dim < latent: the 4 principal directions
-    evals, evecs = np.linalg.eigh(ref.numpy().T @ ref.numpy())
+    _, evecs = np.linalg.eigh(ref.numpy().T @ ref.numpy())
     scores = torch.from_numpy(ref.numpy() @ evecs[:, -4:])
     ratio = torch.cdist(narrow, narrow) / torch.cdist(scores, scores).fill_diagonal_(1.0)
     assert (ratio[off] / ratio[off].mean() - 1).abs().max() < 1e-6
