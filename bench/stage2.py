@@ -48,7 +48,8 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     sec = timed(step_fn(fwd, opt, tokens, autocast_for(device)), device, warmup=2 if compile_model else 1,
                 repeat=steps)
     del opt  # the student loop below gets its own optimizer
-    ours = {"batch": batch, "images_per_s": round(batch / sec, 1), "tflops": round(flops_per_image * batch / sec / 1e12, 2),
+    ours = {"batch": batch, "images_per_s": round(batch / sec, 1),
+            "tflops": round(flops_per_image * batch / sec / 1e12, 2),
             "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compile_model,
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
     if device.type == "cuda":

@@ -131,11 +131,13 @@ def train(cfg: dict) -> dict:
         mask_gen.set_state(state["mask_gen"].cpu())
         if rank > 0:  # only rank 0's generator is saved; the others restart from a seed of the step
             mask_gen.manual_seed(p["seed"] * 1000 + rank + 7919 * state["step"])
-        step, best, log, val_log, best_state = state["step"], state["best"], state["log"], state["val_log"], state["best_state"]
+        step, best, best_state = state["step"], state["best"], state["best_state"]
+        log, val_log = state["log"], state["val_log"]
 
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     fwd = torch.compile(net) if p["compile"] else net
     autocast = training.autocast_for(device)
 

@@ -72,7 +72,8 @@ def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project
 def test_bad_training_knobs_are_rejected_before_work(project):
     for override, expected in (("vqgan.eval_every=0", "vqgan.eval_every is 0; expected a positive integer"),
                                ("vqgan.steps=2.5", "vqgan.steps is 2.5; expected a positive integer"),
-                               ("vqgan.compile=maybe", "vqgan.compile is 'maybe'; expected one of true, false, regional"),
+                               ("vqgan.compile=maybe",
+                                "vqgan.compile is 'maybe'; expected one of true, false, regional"),
                                ("vqgan.quantize_start=12",
                                 "vqgan.quantize_start is 12; expected an integer from 0 to 11")):
         err = project.fails("vqgan", *TINY, override)
