@@ -96,8 +96,10 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
     def batch():
         idx = torch.randint(0, len(data), (p["batch_size"],), generator=gen)
         flip = torch.rand(p["batch_size"], generator=gen) < 0.5
-        x = normalize(data[idx.to(device)])
-        x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+        if device.type == "cuda":  # pinned, non-blocking: a plain host-to-GPU copy waits for the GPU every step
+            idx, flip = (t.pin_memory().to(device, non_blocking=True) for t in (idx, flip))
+        x = normalize(data[idx])
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
     def start_codebook():  # on encoder outputs: at step 0, or where the autoencoder warm-up ends
