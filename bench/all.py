@@ -19,7 +19,7 @@ def main():
     a = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {"stage1": stage1.run(device, compile_mode="whole" if a.compile else None),
-               "stage2": stage2.run(device, compile_model=a.compile),
+               "stage2": stage2.run(device, compile_mode="whole" if a.compile else None),
                "inpaint": inpaint.run(device, compile_model=a.compile)}
     with open(a.out, "w") as f:
         json.dump(results, f, indent=2)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig, codebook_embedding
+from model.transformer import BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
@@ -64,6 +64,7 @@ def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generat
 
 
 @torch.no_grad()
+@torch.compiler.set_stance("force_eager")  # blocks compiled in place (regional) would recompile for inference
 def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast) -> dict:
     """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs."""
     model.eval()
@@ -138,7 +139,9 @@ def train(cfg: dict) -> dict:
     if world > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    fwd = torch.compile(net) if p["compile"] else net
+    if p["compile"] == "regional":
+        training.compile_blocks(model, (Block,))
+    fwd = torch.compile(net) if p["compile"] is True else net
     autocast = training.autocast_for(device)
 
     def save(at_step):
@@ -210,6 +213,7 @@ def main() -> None:
     cfg, _ = cli(__doc__)
     require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
     require_choice(cfg, "train", "tok_init", TOK_INITS)
+    require_choice(cfg, "train", "compile", (True, False, "regional"))
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

@@ -1,4 +1,6 @@
 """The train stage: exact resume, DDP on two gloo processes, non-finite loss and bad parameter handling."""
+import contextlib
+import copy
 import csv
 import json
 import os
@@ -10,9 +12,9 @@ import numpy as np
 import torch
 
 from conftest import REPO, TINY, Project
-from model.transformer import TransformerConfig
-from stages.train import new_transformer
-from stages.training import warmup_cosine
+from model.transformer import BidirectionalTransformer, Block, TransformerConfig
+from stages.train import new_transformer, validate
+from stages.training import compile_blocks, warmup_cosine
 from test_stage1 import kill_after_checkpoint
 
 
@@ -77,6 +79,8 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
     assert "train.pos_init" in err and "sincos" in err
     err = proj.fails("train", *TINY, "train.tok_init=pca")
     assert "train.tok_init is 'pca'; expected one of normal, codebook" in err and "Traceback" not in err
+    err = proj.fails("train", *TINY, "train.compile=blocks")
+    assert "train.compile is 'blocks'; expected one of true, false, regional" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.epochs=0")
     assert "train.epochs is 0; expected a positive integer" in err and "Traceback" not in err
     assert not proj.path("models", "transformer").exists()
@@ -105,3 +109,32 @@ def test_warmup_cosine_closed_form():
     assert f(10) == 1.0 and abs(f(60) - 0.55) < 1e-12               # cosine: halfway is the mean of peak and floor
     assert abs(f(110) - 0.1) < 1e-12 and abs(f(500) - 0.1) < 1e-12  # ends on the floor and stays there
     assert abs(f(35) - (0.1 + 0.9 * (1 + 2**-0.5) / 2)) < 1e-12     # a quarter of the way: cos(π/4)
+
+
+def test_regional_compile_shares_one_graph_across_the_blocks():
+    """train.compile: regional compiles each Block in place; all layers share one graph (so compilation
+    does not grow with depth), gradients match eager, keys are unchanged, and validation stays eager."""
+    graphs = []
+
+    def counting(gm, _):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = TransformerConfig(num_codebook_vectors=32, dim=32, n_layers=3, hidden_dim=64, n_heads=4, dropout=0.0)
+    model = BidirectionalTransformer(cfg)
+    reference = copy.deepcopy(model)
+    compile_blocks(model, (Block,), backend=counting)
+    tokens = torch.randint(0, cfg.num_codebook_vectors + 1, (2, 256))
+    got, want = model(tokens), reference(tokens)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    got.square().mean().backward()
+    want.square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=name)
+    assert len(graphs) == 1
+    assert list(model.state_dict()) == list(reference.state_dict())
+    validate(model, tokens[:1], cfg.mask_token, {"batch_size": 1, "gamma": "cosine"}, contextlib.nullcontext)
+    assert len(graphs) == 1  # another batch size, eval mode and no_grad: eager, no recompile
+    torch._dynamo.reset()
