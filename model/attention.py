@@ -24,6 +24,8 @@ class MultiHeadAttention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
         scores = (q * self.d_k**-0.5) @ k.transpose(-2, -1)             # (b, heads, n, n)
-        weights = torch.softmax(scores, dim=-1)  # bf16 in and out under autocast; accumulates in fp32 inside
+        # dtype kept: CUDA autocast would hand back fp32 (B, heads, n, n) weights, twice the memory traffic
+        # and the saved activation; the kernel still accumulates in fp32, and the next matmul wants bf16.
+        weights = torch.softmax(scores, dim=-1, dtype=scores.dtype)
         out = self.attn_drop(weights) @ v                                 # (b, heads, n, d_k)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
