@@ -15,9 +15,8 @@ import torch
 
 from bench.common import H100_BF16_PEAK, machine, timed
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, TransformerConfig
+from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
-from model.transformer import Block
 from stages.training import autocast_for, compile_blocks
 
 
