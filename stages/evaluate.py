@@ -4,7 +4,8 @@ Reads data/fid/reference.npz (ground-truth statistics), results/inpaint/*/ and t
 has without a model (the grey-hole input, OpenCV Telea and Navier-Stokes) plus the stage-1 floor
 (the VQGAN's reconstruction of the unmasked test images). Writes reports/comparison.csv and .md,
 reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png, reports/plots/*.csv, reports/pictures/,
-reports/metrics.json (the headline configuration's FID) and reports/README.md.
+reports/samples.png (the first test images through the best configuration, beside Telea and the ground
+truth), reports/metrics.json (the headline configuration's FID) and reports/README.md.
 """
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ import numpy as np
 from model.baselines import hole_psnr, opencv_inpaint
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from stages import report
-from stages.common import atomic_dir, pick_device
+from stages.common import atomic_dir, atomic_file, pick_device, save_png
 from stages.config import cli, run
-from stages.training import require
+from stages.training import image_grid, require
 
 PREPARED = Path("data/prepared/test")
 REFERENCE = Path("data/fid/reference.npz")
 CACHE = Path("data/fid/cache")
 RESULTS = Path("results/inpaint")
 REPORTS = Path("reports")
+SAMPLES = 8  # the first test images: the same ones in every experiment
 
 
 class FID:
@@ -63,10 +65,10 @@ class FID:
                 path.unlink()
 
 
-def baselines(fid: FID, masked, mask64, gt, recon) -> list[dict]:
+def baselines(fid: FID, masked, mask64, gt, recon, telea) -> list[dict]:
     rows = []
     for name, images in (("grey-hole input", masked),
-                         ("OpenCV Telea", opencv_inpaint(masked, mask64, "telea")),
+                         ("OpenCV Telea", telea),
                          ("OpenCV Navier-Stokes", opencv_inpaint(masked, mask64, "ns"))):
         score = fid(images, name)  # the known pixels are the input's own: raw and composite coincide
         rows.append({"name": name, "kind": "baseline", "fid_raw": score, "fid_composite": score,
@@ -96,6 +98,17 @@ def configurations(fid: FID, mask64, gt) -> list[dict]:
     return rows
 
 
+def samples_picture(name: str, masked, telea, gt) -> np.ndarray:
+    """The report's figure: a column per test image; rows: the masked input, OpenCV Telea, configuration
+    `name`'s raw decode and composite, and the ground truth when there is one."""
+    n = min(SAMPLES, len(masked))
+    out = RESULTS / name
+    rows = [masked[:n], telea[:n], np.load(out / "raw.npy")[:n], np.load(out / "composite.npy")[:n]]
+    if gt is not None:
+        rows.append(gt[:n])
+    return image_grid(rows).repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
+
+
 def recon_floor(device, gt_tokens_path: Path, batch_size: int):
     if not gt_tokens_path.exists():
         return None
@@ -117,8 +130,12 @@ def main() -> None:
     gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
     rows = configurations(fid, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
-    rows += baselines(fid, masked, mask64, gt, recon)
+    telea = opencv_inpaint(masked, mask64, "telea")
+    rows += baselines(fid, masked, mask64, gt, recon, telea)
     primary = "fid_composite" if cfg["inpaint"]["composite"] else "fid_raw"
+    shown = report.shown_config(rows, primary, fid.available)
+    with atomic_file(REPORTS / "samples.png") as tmp:
+        save_png(samples_picture(shown["name"], masked, telea, gt), tmp)
     with atomic_dir(REPORTS / "pictures") as pics:
         for row in rows:
             copied = []
@@ -128,7 +145,7 @@ def main() -> None:
                 copied.append(f"pictures/{row['name']}/{Path(pic).name}")
             if copied:
                 row["pictures"] = copied
-    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1))
+    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1), shown["name"])
     fid.prune()
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
 

@@ -5,6 +5,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import TINY
+from stages.evaluate import samples_picture
+from stages.report import shown_config
 
 
 def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
@@ -37,7 +39,13 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
     assert (out / "tokens.npy").read_bytes() == first
 
 
-def test_run_all_produces_the_report(tiny_project):
+def tile(picture: np.ndarray, row: int, col: int, pad: int = 2, size: int = 64) -> np.ndarray:
+    """One 64x64 image back out of a report grid drawn at 2x."""
+    y, x = 2 * (pad + row * (size + pad)), 2 * (pad + col * (size + pad))
+    return picture[y:y + 2 * size:2, x:x + 2 * size:2]
+
+
+def test_run_all_produces_the_report(tiny_project, monkeypatch):
     sweep = ["sweep.schedule=[cosine]", "sweep.T=[2, 4]", "sweep.sweet_spot=[0, 1]"]
     proc = tiny_project.run("run_all", *TINY, *sweep, "T=4", args=["--skip", "prepare", "vqgan", "tokens", "train"])
     assert "| evaluate |" in proc.stdout
@@ -58,3 +66,25 @@ def test_run_all_produces_the_report(tiny_project):
         assert (reports / name).stat().st_size > 0
     assert len(list((reports / "pictures").glob("*/serial_*.png"))) == 5 * 2
     assert "Best configuration" in (reports / "README.md").read_text()
+    # The samples figure: the first 8 test images through the best configuration, beside the inputs.
+    best = metrics["best"]["name"]
+    assert f"![samples of {best}](samples.png)" in (reports / "README.md").read_text()
+    picture = np.asarray(Image.open(reports / "samples.png").convert("RGB"))
+    assert picture.shape == (2 * (5 * 66 + 2), 2 * (8 * 66 + 2), 3)
+    test = tiny_project.path("data", "prepared", "test")
+    masked, gt = np.load(test / "masked.npy"), np.load(test / "gt.npy")
+    raw, composite = (np.load(inpainted / best / f"{k}.npy") for k in ("raw", "composite"))
+    for col in (0, 7):
+        for row, images in ((0, masked), (2, raw), (3, composite), (4, gt)):
+            assert np.array_equal(tile(picture, row, col), images[col]), (row, col)
+    monkeypatch.chdir(tiny_project.root)  # without ground truth: four rows
+    assert samples_picture(best, masked, masked, None).shape[0] == 2 * (4 * 66 + 2)
+
+
+def test_report_shows_the_best_configuration_or_else_the_headline():
+    rows = [{"name": "cosine-T4-s0", "schedule": "cosine", "fid_composite": 50.0},
+            {"name": "headline", "schedule": "cosine", "fid_composite": 60.0},
+            {"name": "OpenCV Telea", "fid_composite": 30.0}]
+    assert shown_config(rows, "fid_composite", True)["name"] == "cosine-T4-s0"  # baselines never count
+    assert shown_config(rows, "fid_composite", False)["name"] == "headline"
+    assert shown_config(rows[:1], "fid_raw", False)["name"] == "cosine-T4-s0"
