@@ -130,6 +130,11 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples=None) 
     if fid_available:
         out += ["## Plots", "", "![FID against T](fid_vs_T.png)", "",
                 "![FID against the sweet spot](fid_vs_sweet_spot.png)", ""]
+    out += ["## The models", "",
+            "Stage 1 (the VQGAN): reconstructions of fixed validation images in [vqgan/recon.png](vqgan/recon.png), "
+            "PSNR and codebook usage in [vqgan/metrics.json](vqgan/metrics.json), curves in [vqgan/](vqgan/). "
+            "Stage 2 (the transformer): best validation loss and accuracy in [train/metrics.json](train/metrics.json), "
+            "curves in [train/](train/) (`dvc plots show` draws them).", ""]
     out += ["## Iterative decoding", "",
             "Top row: the masked input, then the latent (16x16 token) mask before the first step and after "
             "every step (black = still masked). Bottom row: the ground truth, then the image decoded from the "
