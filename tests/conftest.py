@@ -40,6 +40,23 @@ class Project:
 
 
 @pytest.fixture
+def graph_recorder():
+    """A torch.compile backend that runs each graph as traced and records it, with dynamo's caches
+    cleared before and after: (backend, the list of graphs compiled)."""
+    import torch
+
+    graphs = []
+
+    def backend(gm, _):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    yield backend, graphs
+    torch._dynamo.reset()
+
+
+@pytest.fixture
 def project(tmp_path) -> Project:
     return Project(tmp_path)
 

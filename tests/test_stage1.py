@@ -225,16 +225,10 @@ def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
     torch._dynamo.reset()
 
 
-def test_regional_compile_matches_eager_with_one_graph_per_block_shape():
+def test_regional_compile_matches_eager_with_one_graph_per_block_shape(graph_recorder):
     """compile: regional compiles each residual and attention block in place; blocks of one shape share
     a graph (so compilation is short), every block runs compiled, and evaluation stays eager."""
-    graphs = []
-
-    def counting(gm, _):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
+    counting, graphs = graph_recorder
     torch.manual_seed(0)
     cfg = VQGANConfig(enc_channels=[8, 8, 8, 16, 16, 32], dec_channels=[8, 8, 16, 16, 32], latent_dim=16,
                       num_codebook_vectors=32, norm_groups=4)
@@ -258,4 +252,3 @@ def test_regional_compile_matches_eager_with_one_graph_per_block_shape():
     assert list(model.state_dict()) == list(reference.state_dict())
     reconstruction_metrics(model, torch.zeros(3, 64, 64, 3, dtype=torch.uint8))  # another batch size
     assert len(graphs) == len(shapes)
-    torch._dynamo.reset()

@@ -111,16 +111,10 @@ def test_warmup_cosine_closed_form():
     assert abs(f(35) - (0.1 + 0.9 * (1 + 2**-0.5) / 2)) < 1e-12     # a quarter of the way: cos(π/4)
 
 
-def test_regional_compile_shares_one_graph_across_the_blocks():
+def test_regional_compile_shares_one_graph_across_the_blocks(graph_recorder):
     """train.compile: regional compiles each Block in place; all layers share one graph (so compilation
     does not grow with depth), gradients match eager, keys are unchanged, and validation stays eager."""
-    graphs = []
-
-    def counting(gm, _):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
+    counting, graphs = graph_recorder
     torch.manual_seed(0)
     cfg = TransformerConfig(num_codebook_vectors=32, dim=32, n_layers=3, hidden_dim=64, n_heads=4, dropout=0.0)
     model = BidirectionalTransformer(cfg)
@@ -137,4 +131,3 @@ def test_regional_compile_shares_one_graph_across_the_blocks():
     assert list(model.state_dict()) == list(reference.state_dict())
     validate(model, tokens[:1], cfg.mask_token, {"batch_size": 1, "gamma": "cosine"}, contextlib.nullcontext)
     assert len(graphs) == 1  # another batch size, eval mode and no_grad: eager, no recompile
-    torch._dynamo.reset()
