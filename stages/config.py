@@ -115,6 +115,13 @@ def require_ints(cfg: dict, section: str, keys: tuple[str, ...], low: int = 1, h
             raise ConfigError(f"{section}.{key} is {value!r}; expected {expected}")
 
 
+def require_fraction(cfg: dict, section: str, key: str) -> None:
+    """Fail, naming the parameter, unless `cfg[section][key]` is a number in [0, 1]."""
+    value = cfg[section][key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ConfigError(f"{section}.{key} is {value!r}; expected a number from 0 to 1")
+
+
 def require_choice(cfg: dict, section: str, key: str, choices: tuple) -> None:
     """Fail, naming the parameter, unless `cfg[section][key]` is one of `choices` (as YAML spells them)."""
     value = cfg[section][key]

@@ -17,11 +17,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from model.masking import hole_token_masks, training_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
+from stages.config import ConfigError, StageFailed, cli, require_choice, require_fraction, require_ints, run
 
 TOKENS = Path("data/tokens")
 OUT = Path("models/transformer")
@@ -50,11 +51,14 @@ def make_optimizer(model, p):
     return torch.optim.AdamW(groups, lr=p["lr"], betas=(0.9, 0.95), fused=torch.cuda.is_available())
 
 
-def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generator, autocast):
+def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generator, autocast, holes=None):
     """One MVTM optimisation step. `net` runs the forward (compiled or DDP-wrapped); `model` owns the
-    parameters that are clipped. Returns (loss, masked-token accuracy) as tensors: no host sync."""
+    parameters that are clipped; `holes`: brush-hole token masks, taken by a `train.hole_fraction` of the
+    samples. Returns (loss, masked-token accuracy) as tensors: no host sync."""
+    mask = training_mask(*tokens.shape, p["gamma"], generator, tokens.device, holes, p["hole_fraction"])
     with autocast():
-        loss, acc, _ = mvtm_loss(net, tokens, mask_token, p["gamma"], generator, p["label_smoothing"])
+        loss, acc, _ = mvtm_loss(net, tokens, mask_token, generator=generator, label_smoothing=p["label_smoothing"],
+                                 mask=mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
@@ -65,18 +69,30 @@ def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generat
 
 @torch.no_grad()
 @torch.compiler.set_stance("force_eager")  # blocks compiled in place (regional) would recompile for inference
-def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast) -> dict:
-    """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs."""
+def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes=None) -> dict:
+    """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs; given
+    `holes` (brush-hole token masks, one per image in turn), also the loss on those holes: the inpainting
+    task itself, where a hole's neighbours are masked too."""
     model.eval()
     gen = torch.Generator(device=val.device).manual_seed(1234)
-    losses, accs, counts = [], [], []
-    for chunk in val.split(p["batch_size"]):
-        with autocast():
-            loss, acc, n = mvtm_loss(model, chunk, mask_token, p["gamma"], gen)
-        n = n.item()
-        losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
+
+    def masked_means(mask_of) -> tuple[float, float]:
+        losses, accs, counts = [], [], []
+        for start in range(0, len(val), p["batch_size"]):
+            chunk = val[start:start + p["batch_size"]]
+            with autocast():
+                loss, acc, n = mvtm_loss(model, chunk, mask_token, p["gamma"], gen, mask=mask_of(start, len(chunk)))
+            n = n.item()
+            losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
+        return sum(losses) / sum(counts), sum(accs) / sum(counts)
+
+    val_loss, val_accuracy = masked_means(lambda start, n: None)  # MVTM's random masks, drawn from `gen`
+    out = {"val_loss": val_loss, "val_accuracy": val_accuracy}
+    if holes is not None:
+        out["val_hole_loss"] = masked_means(
+            lambda start, n: holes[(torch.arange(start, start + n) % len(holes)).to(holes.device)])[0]
     model.train()
-    return {"val_loss": sum(losses) / sum(counts), "val_accuracy": sum(accs) / sum(counts)}
+    return out
 
 
 def steady_rate(epoch_ends: list[float], images_per_epoch: int) -> float | None:
@@ -121,8 +137,12 @@ def train(cfg: dict) -> dict:
     total = steps_per_epoch * p["epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, training.warmup_cosine(p["warmup_steps"], total))
     mask_gen = torch.Generator(device=device).manual_seed(p["seed"] * 1000 + rank)
+    # Brush holes like the test set's (seeds apart from its): a bank to train on, a fixed set to validate on.
+    hole_range = (cfg["data"]["hole_min"], cfg["data"]["hole_max"])
+    holes = hole_token_masks(1024, 10_000 + p["seed"], hole_range).to(device) if p["hole_fraction"] else None
+    val_holes = hole_token_masks(256, 20_000 + p["seed"], hole_range).to(device)
 
-    ckpt_path = training.checkpoint_path("train", p, arch_vq, len(train_tok), world)
+    ckpt_path = training.checkpoint_path("train", p, arch_vq, len(train_tok), world, hole_range)
     state = training.load_checkpoint(ckpt_path, device)
     step, best, log, val_log = 0, {"val_loss": float("inf")}, [], []
     best_state = None
@@ -158,7 +178,8 @@ def train(cfg: dict) -> dict:
         order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
         shard = order[rank::world][: steps_per_epoch * p["batch_size"]].to(device)
         for batch_idx in shard.split(p["batch_size"])[pos:]:
-            loss, acc = train_step(fwd, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast)
+            loss, acc = train_step(fwd, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast,
+                                   holes)
             step, seen = step + 1, seen + len(batch_idx) * world
             checkpoint_now = main_proc and step % p["checkpoint_every"] == 0 and step < total
             if step % 10 == 0 or step == total or checkpoint_now:  # reading the loss syncs the GPU
@@ -169,7 +190,7 @@ def train(cfg: dict) -> dict:
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
             bar.update(1)
             if step % steps_per_epoch == 0:
-                v = validate(model, val_tok, arch.mask_token, p, autocast)  # syncs: the epoch is timed here
+                v = validate(model, val_tok, arch.mask_token, p, autocast, val_holes)  # syncs: the epoch ends here
                 epoch_ends.append(time.time())
                 val_log.append({"step": step, "epoch": step // steps_per_epoch,
                                 "epoch_seconds": round(epoch_ends[-1] - epoch_ends[-2], 3), **v})
@@ -185,7 +206,8 @@ def train(cfg: dict) -> dict:
     if not main_proc:
         return {}
     metrics = {"best_epoch": best["epoch"], "best_val_loss": round(best["val_loss"], 5),
-               "best_val_accuracy": round(best["val_accuracy"], 5), "epochs": p["epochs"], "steps": total,
+               "best_val_accuracy": round(best["val_accuracy"], 5),
+               "best_val_hole_loss": round(best["val_hole_loss"], 5), "epochs": p["epochs"], "steps": total,
                "processes": world, "images_per_s": round(seen / elapsed, 1) if seen else None,
                "steady_images_per_s": steady_rate(epoch_ends, steps_per_epoch * p["batch_size"] * world),
                "device": str(device), "parameters": sum(t.numel() for t in model.parameters())}
@@ -214,6 +236,7 @@ def main() -> None:
     require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
     require_choice(cfg, "train", "tok_init", TOK_INITS)
     require_choice(cfg, "train", "compile", (True, False, "regional"))
+    require_fraction(cfg, "train", "hole_fraction")
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

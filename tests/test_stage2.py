@@ -52,6 +52,9 @@ def test_training_learns_and_keeps_the_best_checkpoint(tiny_project):
     losses = [float(row["val_loss"]) for row in val_log]
     assert metrics["best_val_loss"] == round(min(losses), 5)
     assert losses[-1] < 3.5  # ln(33) ≈ 3.50: better than uniform over the codebook + mask token
+    hole_losses = [float(row["val_hole_loss"]) for row in val_log]  # the brush-hole (inpainting) loss
+    assert metrics["best_val_hole_loss"] == round(hole_losses[losses.index(min(losses))], 5)
+    assert all(0 < h < 3.5 for h in hole_losses)
 
 
 def test_ddp_on_two_gloo_processes(tiny_project, tmp_path):
@@ -79,6 +82,8 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
     assert "train.pos_init" in err and "sincos" in err
     err = proj.fails("train", *TINY, "train.tok_init=pca")
     assert "train.tok_init is 'pca'; expected one of normal, codebook" in err and "Traceback" not in err
+    err = proj.fails("train", *TINY, "train.hole_fraction=1.5")
+    assert "train.hole_fraction is 1.5; expected a number from 0 to 1" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.compile=blocks")
     assert "train.compile is 'blocks'; expected one of true, false, regional" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.epochs=0")
