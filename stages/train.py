@@ -57,8 +57,7 @@ def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generat
     samples. Returns (loss, masked-token accuracy) as tensors: no host sync."""
     mask = training_mask(*tokens.shape, p["gamma"], generator, tokens.device, holes, p["hole_fraction"])
     with autocast():
-        loss, acc, _ = mvtm_loss(net, tokens, mask_token, generator=generator, label_smoothing=p["label_smoothing"],
-                                 mask=mask)
+        loss, acc, _ = mvtm_loss(net, tokens, mask_token, label_smoothing=p["label_smoothing"], mask=mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
