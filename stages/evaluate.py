@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model.baselines import hole_psnr, opencv_inpaint
+from model.blend import blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
@@ -65,7 +66,7 @@ class FID:
                 path.unlink()
 
 
-def baselines(fid: FID, masked, mask64, gt, recon, telea) -> list[dict]:
+def baselines(fid: FID, masked, mask64, gt, recon, telea, blend: str) -> list[dict]:
     rows = []
     for name, images in (("grey-hole input", masked),
                          ("OpenCV Telea", telea),
@@ -73,10 +74,11 @@ def baselines(fid: FID, masked, mask64, gt, recon, telea) -> list[dict]:
         score = fid(images, name)  # the known pixels are the input's own: raw and composite coincide
         rows.append({"name": name, "kind": "baseline", "fid_raw": score, "fid_composite": score,
                      "hole_psnr": None if gt is None else round(hole_psnr(images, gt, mask64), 3)})
-    if recon is not None:
+    if recon is not None:  # the true tokens decoded: what a perfect stage 2 would give with this stage 1
+        comp = blender(blend, mask64)(recon, masked)
         rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", "fid_raw": fid(recon, "floor"),
-                     "fid_composite": None,
-                     "hole_psnr": None if gt is None else round(hole_psnr(recon, gt, mask64), 3)})
+                     "fid_composite": fid(comp, "floor composite"),
+                     "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)})
     return rows
 
 
@@ -131,7 +133,7 @@ def main() -> None:
     rows = configurations(fid, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
-    rows += baselines(fid, masked, mask64, gt, recon, telea)
+    rows += baselines(fid, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
     primary = "fid_composite" if cfg["inpaint"]["composite"] else "fid_raw"
     shown = report.shown_config(rows, primary, fid.available)
     with atomic_file(REPORTS / "samples.png") as tmp:
@@ -145,7 +147,8 @@ def main() -> None:
                 copied.append(f"pictures/{row['name']}/{Path(pic).name}")
             if copied:
                 row["pictures"] = copied
-    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1), shown["name"])
+    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1), shown["name"],
+                     cfg["inpaint"]["blend"])
     fid.prune()
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
 

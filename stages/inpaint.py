@@ -4,9 +4,9 @@
 into results/inpaint/headline/; `--schedule S --T N --sweet-spot K` runs one point of the sweep into
 results/inpaint/S-TN-sK/; `--sweep` runs every point of the `sweep` grid in one process (models loaded
 once), `--sweep --headline` the headline too (what `run_all` uses). Each folder gets raw/image_000.png …
-(the VQGAN decode), composite/image_000.png … (known pixels pasted back), raw.npy, composite.npy,
-tokens.npy, pictures/serial_NNN.png (the latent mask and the predicted image at every iteration) and
-summary.json.
+(the VQGAN decode), composite/image_000.png … (the decoded holes put into the input as `inpaint.blend`
+says), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png (the latent mask and the predicted
+image at every iteration) and summary.json.
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.blend import BLEND_CHOICES, blender
 from model.iterative_decode import check_decode_args, iterative_decode
 from model.vqgan import VQGAN, denormalize
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, write_resolved
-from stages.config import ConfigError, cli, run
+from stages.config import ConfigError, cli, require_choice, run
 from stages.train import load_transformer
 from stages.vqgan import load_frozen
 
@@ -41,11 +42,6 @@ def config_name(schedule: str, T: int, sweet_spot: int) -> str:
 def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
     return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
                            for chunk in tokens.split(batch_size)])
-
-
-def composite(raw: np.ndarray, masked: np.ndarray, mask64: np.ndarray) -> np.ndarray:
-    """Generated pixels in the holes, the input's own pixels everywhere else."""
-    return np.where((mask64 == 0)[..., None], raw, masked)
 
 
 def upscale_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:
@@ -73,8 +69,8 @@ class DecodeInputs:
     masked_tokens: torch.Tensor  # (N, 256) long, on `device`
     token_mask: torch.Tensor     # (N, 256) bool, on `device`
     masked: np.ndarray           # (N, 64, 64, 3) uint8, holes grey
-    mask64: np.ndarray           # (N, 64, 64) uint8, 0 = hole
     gt: np.ndarray | None
+    blend: object                # (generated, known) → composites, as `inpaint.blend` says
     transformer: torch.nn.Module
     vqgan: VQGAN
 
@@ -88,8 +84,8 @@ def load_inputs(cfg: dict) -> DecodeInputs:
 
     inputs = DecodeInputs(
         device=device, masked_tokens=token_array("test_masked.npy").long(), token_mask=token_array("test_mask.npy"),
-        masked=np.load(PREPARED / "test" / "masked.npy"), mask64=np.load(PREPARED / "test" / "mask64.npy"),
-        gt=np.load(gt_path) if gt_path.exists() else None,
+        masked=np.load(PREPARED / "test" / "masked.npy"), gt=np.load(gt_path) if gt_path.exists() else None,
+        blend=blender(cfg["inpaint"]["blend"], np.load(PREPARED / "test" / "mask64.npy")),
         transformer=load_transformer(device), vqgan=load_frozen(device))
     if device.type == "cuda":  # untimed passes at every batch shape, so no configuration's time holds warm-up
         bs, n = cfg["inpaint"]["batch_size"], len(inputs.masked_tokens)
@@ -102,7 +98,7 @@ def load_inputs(cfg: dict) -> DecodeInputs:
 
 def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
     p, device = cfg["inpaint"], inputs.device
-    masked, mask64, gt, transformer, vqgan = inputs.masked, inputs.mask64, inputs.gt, inputs.transformer, inputs.vqgan
+    masked, gt, transformer, vqgan = inputs.masked, inputs.gt, inputs.transformer, inputs.vqgan
     autocast = training.autocast_for(device)
 
     def predict(tokens):
@@ -130,7 +126,7 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.time() - t0
-    comp = composite(raw, masked, mask64)
+    comp = inputs.blend(raw, masked)
     pictures = {}
     for s, (masks, preds) in steps_of_serials.items():
         step_images = decode_images(vqgan, preds, p["batch_size"])
@@ -189,6 +185,7 @@ def main() -> None:
         T = a.T if a.T is not None else cfg["T"]
         sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
+    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
     for schedule, T, sweet_spot, _ in points:  # every point checked before any model is loaded
         try:
             check_decode_args(T, sweet_spot, schedule)

@@ -1,4 +1,5 @@
 """Inpainting, evaluation and the whole pipeline, at tiny sizes."""
+import csv
 import json
 
 import numpy as np
@@ -7,10 +8,12 @@ from PIL import Image
 from conftest import TINY
 from stages.evaluate import samples_picture
 from stages.report import shown_config
+from test_blend import jacobi_correction
 
 
 def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
-    for override, word in (("T=0", "T must be"), ("sweet_spot=9", "sweet_spot"), ("schedule=zigzag", "zigzag")):
+    for override, word in (("T=0", "T must be"), ("sweet_spot=9", "sweet_spot"), ("schedule=zigzag", "zigzag"),
+                           ("inpaint.blend=feather", "inpaint.blend")):
         err = tiny_project.fails("inpaint", *TINY, override)
         assert word in err and "Traceback" not in err
     assert not tiny_project.path("results", "inpaint", "headline").exists()
@@ -26,7 +29,10 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
     comp, raw = np.load(out / "composite.npy"), np.load(out / "raw.npy")
     assert comp.shape == raw.shape == masked.shape and summary["images"] == len(masked)
     assert np.array_equal(comp[mask64 == 255], masked[mask64 == 255])
-    assert np.array_equal(comp[mask64 == 0], raw[mask64 == 0])
+    for i in (0, 5):  # the default Poisson blend: the decode plus the harmonic correction, rounded
+        hole = mask64[i] == 0
+        expected = raw[i] + jacobi_correction(masked[i].astype(float) - raw[i], hole)
+        assert np.abs(comp[i][hole].astype(float) - np.clip(expected[hole], 0, 255)).max() <= 0.5 + 1e-6
     names = sorted(p.name for p in (out / "composite").glob("*.png"))
     assert names[0] == "image_000.png" and len(names) == len(masked)
     assert np.array_equal(np.asarray(Image.open(out / "composite" / "image_003.png")), comp[3])
@@ -35,8 +41,11 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
     assert np.array_equal(tokens[known], np.load(tiny_project.path("data", "tokens", "test_masked.npy"))[known])
     picture = Image.open(out / "pictures" / "serial_000.png")
     assert picture.size == (2 * (2 + 6 * 66), 2 * (2 + 2 * 66))  # input + 5 masks; 2x
-    tiny_project.run("inpaint", *TINY, "T=4")
+    tiny_project.run("inpaint", *TINY, "T=4", "inpaint.blend=paste")
     assert (out / "tokens.npy").read_bytes() == first
+    comp = np.load(out / "composite.npy")
+    assert np.array_equal(comp[mask64 == 255], masked[mask64 == 255])
+    assert np.array_equal(comp[mask64 == 0], raw[mask64 == 0])
 
 
 def tile(picture: np.ndarray, row: int, col: int, pad: int = 2, size: int = 64) -> np.ndarray:
@@ -62,6 +71,9 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
                                          "stage-1 reconstruction (floor)"}
     rows = (reports / "comparison.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 + 1 + 4
+    floor = next(csv.DictReader(rows[:1] + [r for r in rows if r.startswith("stage-1 reconstruction")]))
+    assert float(floor["fid_composite"]) > 0 and float(floor["fid_raw"]) > 0  # the floor's composite is scored too
+    assert "Poisson-blends" in (reports / "README.md").read_text()
     for name in ("fid_vs_T.png", "fid_vs_sweet_spot.png", "README.md", "comparison.md"):
         assert (reports / name).stat().st_size > 0
     assert len(list((reports / "pictures").glob("*/serial_*.png"))) == 5 * 2
