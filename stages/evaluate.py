@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from model.baselines import hole_psnr, opencv_inpaint
-from model.blend import blender
+from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
-from stages.config import cli, run
+from stages.config import cli, require_choice, run
 from stages.training import image_grid, require
 
 PREPARED = Path("data/prepared/test")
@@ -125,6 +125,7 @@ def recon_floor(device, gt_tokens_path: Path, batch_size: int):
 
 def main() -> None:
     cfg, _ = cli(__doc__)
+    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)  # before any FID is computed
     device = pick_device(cfg["device"])
     t0 = time.time()
     fid = FID(device, cfg["evaluate"]["batch_size"])

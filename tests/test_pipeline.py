@@ -17,6 +17,8 @@ def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
         err = tiny_project.fails("inpaint", *TINY, override)
         assert word in err and "Traceback" not in err
     assert not tiny_project.path("results", "inpaint", "headline").exists()
+    err = tiny_project.fails("evaluate", *TINY, "inpaint.blend=feather")  # named before any FID
+    assert "inpaint.blend" in err and "paste, poisson" in err and "Traceback" not in err
 
 
 def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
