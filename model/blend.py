@@ -66,7 +66,7 @@ def harmonic_correction(offset: np.ndarray, hole: np.ndarray, system: HoleSystem
     """h (H, W, C), float64: harmonic on the hole pixels, equal to `offset` on every other pixel
     (zero everywhere when the whole image is a hole)."""
     system = system or hole_system(hole)
-    h = np.where(hole[..., None], 0.0, offset.astype(np.float64))
+    h = np.where(hole[..., None], 0.0, offset)  # float64 whatever offset's dtype
     if system.laplacian is not None:
         rhs = system.border @ h.reshape(hole.size, -1)
         h[system.ys, system.xs] = system.laplacian.solve(rhs)

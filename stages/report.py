@@ -47,10 +47,9 @@ def plot_fid(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[di
         other = "fid_raw" if primary == "fid_composite" else "fid_composite"
         ax.plot([r[x_key] for r in members], [r[other] for r in members], ls="--", color=line.get_color(), alpha=0.5)
     for b in baselines:
-        level = b[primary] if b[primary] is not None else b["fid_raw"]
-        if level is not None:
-            ax.axhline(level, color="grey", lw=0.8, ls=":")
-            ax.annotate(b["name"], (ax.get_xlim()[0], level), fontsize=7, color="grey", va="bottom")
+        if b[primary] is not None:
+            ax.axhline(b[primary], color="grey", lw=0.8, ls=":")
+            ax.annotate(b["name"], (ax.get_xlim()[0], b[primary]), fontsize=7, color="grey", va="bottom")
     ax.set_xlabel(x_key)
     ax.set_ylabel(f"FID ({primary.split('_')[1]}; dashed: the other output)")
     ax.set_title(title)
@@ -103,7 +102,7 @@ def write_all(reports: Path, rows: list[dict], primary: str, fid_available: bool
                                                              "fid_composite", "hole_psnr")}
     metrics = {"fid": (headline or {}).get(primary), "headline": pick(headline), "best": pick(best),
                # each baseline as the primary output scores it (the floor's composite is not its raw decode)
-               "baselines": {r["name"]: r[primary] if r[primary] is not None else r["fid_raw"] for r in others},
+               "baselines": {r["name"]: r[primary] for r in others},
                "fid_available": fid_available}
     save_json(metrics, reports / "metrics.json")
     with atomic_file(reports / "README.md") as tmp:
