@@ -22,7 +22,8 @@ from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
 
-RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_weight": 0.1, "feature_weight": 1.0, "quantize_start": 0}
+RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_weight": 0.1, "feature_weight": 1.0, "quantize_start": 0,
+          "quantizer_gradient": "straight_through"}
 PHASES = {"reconstruction": 10**9, "with_discriminator": 0}  # disc_start: never, from the first step
 
 

@@ -1,6 +1,7 @@
 """How stage 1 learns: a plain-autoencoder warm-up, then reconstruction + codebook losses, a delayed
-PatchGAN with the adaptive generator weight and feature matching, and a codebook kept alive by
-(re)initialising entries from encoder outputs.
+PatchGAN with the adaptive generator weight and feature matching, a codebook kept alive by
+(re)initialising entries from encoder outputs, and the gradient through the quantiser: straight
+through (the lab's) or the rotation trick.
 """
 from __future__ import annotations
 
@@ -25,23 +26,45 @@ def hinge_d_loss(real_logits, fake_logits):
     return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
 
 
-def generator_features(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor):
+QUANTIZER_GRADIENTS = ("straight_through", "rotation")
+
+
+def rotate_onto(e: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The rotation trick (Fifty et al., 2024): returns q, but the gradient reaches each encoder vector
+    e (channels on dim 1) through the rotation and scaling that carry e onto its code q, held constant,
+    instead of being copied to e unchanged (straight through)."""
+    dtype = torch.promote_types(e.dtype, torch.float32)  # at least fp32 under autocast: the value must be q
+    e, q = e.to(dtype), q.detach().to(dtype)
+    e_norm = e.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    q_norm = q.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    e_hat, q_hat = (e / e_norm).detach(), q / q_norm
+    r = e_hat + q_hat
+    r = r / r.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    # R e with R = I - 2 r rᵀ + 2 q̂ êᵀ, the rotation in the plane of ê and q̂ that takes ê to q̂.
+    rotated = e - 2 * (e * r).sum(1, keepdim=True) * r + 2 * (e * e_hat).sum(1, keepdim=True) * q_hat
+    return (q_norm / e_norm).detach() * rotated
+
+
+def generator_features(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor, gradient: str = "straight_through"):
     """The generator's training forward up to the decoder's last conv: images → (features, token
     indices (B, H·W), codebook loss).
 
     `quantize` is a 0-dim tensor, 1 or 0. At 0 the decoder gets the encoder's output itself and the
     codebook loss is 0: a plain autoencoder, the warm-up that lets the codebook start on what the
-    encoder has learned to emit. A tensor, not a bool, so one compiled graph serves both phases."""
+    encoder has learned to emit. A tensor, not a bool, so one compiled graph serves both phases.
+    `gradient`: how the reconstruction's gradient crosses the quantiser (`QUANTIZER_GRADIENTS`)."""
     z_e = model.quant_conv(model.encoder(x))
     z_q, indices, q_loss = model.codebook(z_e)
+    if gradient == "rotation":
+        z_q = rotate_onto(z_e, z_q).to(z_q.dtype)
     z = quantize * z_q + (1 - quantize) * z_e  # exactly z_q at 1, z_e at 0; the gradient reaches z_e either way
     return model.decode_features(z), indices.view(x.shape[0], -1), quantize * q_loss
 
 
-def generator_forward(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor):
+def generator_forward(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor, gradient: str = "straight_through"):
     """`generator_features` through the last conv: (decoded, indices, codebook loss). At quantize=1,
     the model's own forward."""
-    h, indices, q_loss = generator_features(model, x, quantize)
+    h, indices, q_loss = generator_features(model, x, quantize, gradient)
     return model.last_layer(h), indices, q_loss
 
 
@@ -99,7 +122,9 @@ class Stage1Step:
 
     def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict, forward=None):
         self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
-        self.forward = functools.partial(generator_forward, model) if forward is None else forward
+        if forward is None:
+            forward = functools.partial(generator_forward, model, gradient=p["quantizer_gradient"])
+        self.forward = forward
         # The quantize flag (0, 1) kept on the device: making it each step would sync a GPU.
         device = model.last_layer.weight.device
         self.gates = (torch.zeros((), device=device), torch.ones((), device=device))

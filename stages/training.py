@@ -88,7 +88,7 @@ def compile_blocks(model: torch.nn.Module, block_types: tuple, backend="inductor
             block.compile(backend=backend, dynamic=False)
 
 
-def compile_generator(model: VQGAN, backend="inductor", regional: bool = False):
+def compile_generator(model: VQGAN, backend="inductor", regional: bool = False, gradient: str = "straight_through"):
     """torch.compile (with `backend`, a name or a backend callable) of the stage-1 generator, all but
     the decoder's last conv: a callable with `generator_forward`'s signature ((images, quantize) ->
     decoded, indices, loss).
@@ -101,11 +101,11 @@ def compile_generator(model: VQGAN, backend="inductor", regional: bool = False):
     38 s against 89 s)."""
     if regional:
         compile_blocks(model, (ResidualBlock, NonLocalBlock), backend)
-        return functools.partial(generator_forward, model)
+        return functools.partial(generator_forward, model, gradient=gradient)
 
     @torch.compile(backend=backend)
     def body(x, quantize):
-        return generator_features(model, x, quantize)
+        return generator_features(model, x, quantize, gradient)
 
     def forward(x, quantize):
         h, indices, q_loss = body(x, quantize)

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
-from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors, generator_forward, init_codebook,
-                                  psnr, restart_dead_codes)
+from model.vqgan_training import (QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors, generator_forward,
+                                  init_codebook, psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
@@ -78,7 +78,8 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, training.warmup_cosine(p["warmup_steps"], p["steps"]))
-    forward = training.compile_generator(model, regional=p["compile"] == "regional") if p["compile"] else None
+    forward = (training.compile_generator(model, regional=p["compile"] == "regional", gradient=p["quantizer_gradient"])
+               if p["compile"] else None)
     step_fn = Stage1Step(model, disc, opt_g, opt_d, p, forward)
 
     data = torch.from_numpy(images).to(device)
@@ -169,6 +170,7 @@ def main() -> None:
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
     if model is None:
         require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
+        require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
         require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
         require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)

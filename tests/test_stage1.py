@@ -19,7 +19,7 @@ from torch._dynamo.backends.common import aot_autograd
 from conftest import REPO, TINY
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
-from model.vqgan_training import Stage1Step, generator_forward
+from model.vqgan_training import Stage1Step, generator_forward, rotate_onto
 from stages.training import compile_generator
 from stages.vqgan import adopt, reconstruction_metrics
 
@@ -75,7 +75,9 @@ def test_bad_training_knobs_are_rejected_before_work(project):
                                ("vqgan.compile=maybe",
                                 "vqgan.compile is 'maybe'; expected one of true, false, regional"),
                                ("vqgan.quantize_start=12",
-                                "vqgan.quantize_start is 12; expected an integer from 0 to 11")):
+                                "vqgan.quantize_start is 12; expected an integer from 0 to 11"),
+                               ("vqgan.quantizer_gradient=rotate",
+                                "vqgan.quantizer_gradient is 'rotate'; expected one of straight_through, rotation")):
         err = project.fails("vqgan", *TINY, override)
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()
@@ -161,6 +163,54 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
+
+
+def test_rotation_trick_returns_the_code_and_rotates_the_gradient():
+    """Against an explicit float64 reference: for each vector e and its code q, the rotation R that takes
+    e/|e| to q/|q| in their plane, built from the angle between them (not the Householder form the code
+    uses); the value must be q and the gradient reaching e must be (|q|/|e|) Rᵀ g."""
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64)
+    g = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64)
+    out = rotate_onto(e, q)
+    torch.testing.assert_close(out, q, atol=1e-12, rtol=1e-12)
+    out.backward(g)
+    ev, qv, gv = (t.permute(0, 2, 3, 1).reshape(-1, 5) for t in (e.detach(), q, g))
+    for i in range(len(ev)):
+        a, b = ev[i] / ev[i].norm(), qv[i] / qv[i].norm()
+        u = a
+        w = b - (a @ b) * a
+        w = w / w.norm()  # (u, w): an orthonormal basis of the plane of a and b
+        theta = torch.atan2(b @ w, a @ b)
+        rot = (torch.eye(5, dtype=torch.float64) + (torch.cos(theta) - 1) * (torch.outer(u, u) + torch.outer(w, w))
+               + torch.sin(theta) * (torch.outer(w, u) - torch.outer(u, w)))
+        torch.testing.assert_close(rot @ a, b)
+        want = qv[i].norm() / ev[i].norm() * rot.T @ gv[i]
+        torch.testing.assert_close(e.grad.permute(0, 2, 3, 1).reshape(-1, 5)[i], want, atol=1e-10, rtol=1e-8)
+    straight = e.detach().clone().requires_grad_(True)
+    model_like = straight + (q - straight).detach()
+    model_like.backward(g)
+    assert not torch.allclose(straight.grad, e.grad)  # the rotation is not the straight-through copy
+
+
+def test_stage1_step_takes_the_quantizer_gradient_from_its_recipe():
+    """vqgan.quantizer_gradient reaches the step: same losses, different encoder gradients."""
+    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
+                      num_codebook_vectors=32, norm_groups=4)
+    x, grads, losses = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), [], []
+    for gradient in ("straight_through", "rotation"):
+        torch.manual_seed(0)
+        model, disc = VQGAN(cfg), Discriminator()
+        recipe = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_start": 10, "disc_weight": 0.1, "feature_weight": 1.0,
+                  "quantize_start": 0, "quantizer_gradient": gradient}
+        step = Stage1Step(model, disc, torch.optim.SGD(model.parameters(), lr=0.0),
+                          torch.optim.SGD(disc.parameters(), lr=0.0), recipe)
+        logs, _ = step(x, step=0, autocast=contextlib.nullcontext)
+        losses.append(float(logs["loss"]))
+        grads.append(model.encoder.model[0].weight.grad.clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert not torch.allclose(grads[0], grads[1])
 
 
 def test_generator_forward_bypasses_the_codebook_only_in_the_warm_up():
