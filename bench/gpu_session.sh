@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The lab profile and the GPU benchmarks on a lent device machine (PyTorch with CUDA, no DVC), in two
+# calls on one warm machine, each within a device call's 10 minutes:
+#
+#   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 5: 471 s)
+#   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
+#                                     # and regional; results under $OUT (run 5's stages: 97 s)
+#
+# Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/, carried). FID on the
+# device needs pytorch-fid's Inception weights (87 MB, over one call's carry): split them
+# (split -n 2 -d default_1.pt .data/fid_part_) and carry one part in each call; without them
+# `evaluate` is skipped and the decodes stay on the device. Extra settings: OVERRIDES="-S vqgan.steps=2400".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+phase=${1:?usage: bash bench/gpu_session.sh train|rest}
+out=${OUT:-gpu_session_out}
+mkdir -p "$out"
+run_all=(python3 -m stages.run_all -S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
+
+case "$phase" in
+train)
+    [ -d .data/cats64 ] || { echo "gpu_session: .data/cats64 is missing (carry it)" >&2; exit 2; }
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    fi
+    "${run_all[@]}" --skip inpaint fid_reference evaluate 2>&1 | tee "$out/train.log"
+    cp reports/timings.json "$out/timings_train.json"
+    ;;
+rest)
+    skip=(prepare vqgan tokens train)
+    if [ -f .data/fid_part_00 ] && [ -f .data/fid_part_01 ]; then
+        cat .data/fid_part_00 .data/fid_part_01 > .data/default_1.pt
+        export MASKGIT_FID_WEIGHTS=.data/default_1.pt
+    else
+        echo "gpu_session: no .data/fid_part_00 and _01: evaluate skipped" >&2
+        skip+=(fid_reference evaluate)
+    fi
+    "${run_all[@]}" --skip "${skip[@]}" 2>&1 | tee "$out/rest.log"
+    cp reports/timings.json "$out/timings_rest.json"
+    for mode in whole regional; do
+        python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
+    done
+    # The figures a report needs, small: metrics, tables, curves, the pictures in one archive.
+    tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
+    ;;
+*)
+    echo "gpu_session: unknown phase '$phase' (train or rest)" >&2; exit 2
+    ;;
+esac
