@@ -6,10 +6,11 @@
 #   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
 #                                     # and regional; results under $OUT (run 5's stages: 97 s)
 #
-# Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/, carried). FID on the
-# device needs pytorch-fid's Inception weights (87 MB, over one call's carry): split them
-# (split -n 2 -d default_1.pt .data/fid_part_) and carry one part in each call; without them
-# `evaluate` is skipped and the decodes stay on the device. Extra settings: OVERRIDES="-S vqgan.steps=2400".
+# Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/: 33 MB). FID on the
+# device needs pytorch-fid's Inception weights (default_1.pt, 87 MB; a call carries 64 MiB at most), in
+# two parts: head -c 30000000 default_1.pt > .data/fid_part_00; tail -c +30000001 default_1.pt >
+# .data/fid_part_01; carry .data/cats64 and .data/fid_part_00 in the first call, .data/fid_part_01 in
+# the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=2400".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:?usage: bash bench/gpu_session.sh train|rest}
