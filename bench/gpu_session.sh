@@ -10,10 +10,12 @@
 # device needs pytorch-fid's Inception weights (default_1.pt, 87 MB; a call carries 64 MiB at most), in
 # two parts: head -c 30000000 default_1.pt > .data/fid_part_00; tail -c +30000001 default_1.pt >
 # .data/fid_part_01; carry .data/cats64 and .data/fid_part_00 in the first call, .data/fid_part_01 in
-# the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=2400".
+# the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=2400";
+# BENCH=0 skips the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:?usage: bash bench/gpu_session.sh train|rest}
+[[ $phase == train || $phase == rest ]] || { echo "gpu_session: unknown phase '$phase' (train or rest)" >&2; exit 2; }
 out=${OUT:-gpu_session_out}
 mkdir -p "$out"
 run_all=(python3 -m stages.run_all -S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
@@ -38,13 +40,12 @@ rest)
     fi
     "${run_all[@]}" --skip "${skip[@]}" 2>&1 | tee "$out/rest.log"
     cp reports/timings.json "$out/timings_rest.json"
-    for mode in whole regional; do
-        python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
-    done
+    if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
+        for mode in whole regional; do
+            python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
+        done
+    fi
     # The figures a report needs, small: metrics, tables, curves, the pictures in one archive.
     tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
-    ;;
-*)
-    echo "gpu_session: unknown phase '$phase' (train or rest)" >&2; exit 2
     ;;
 esac
