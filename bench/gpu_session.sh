@@ -13,6 +13,7 @@
 # the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=2400";
 # BENCH=0 skips the benchmarks.
 set -euo pipefail
+set -f  # OVERRIDES is split on spaces but not globbed: -S sweep.T=[4] is not a file pattern
 cd "$(dirname "$0")/.."
 phase=${1:?usage: bash bench/gpu_session.sh train|rest}
 [[ $phase == train || $phase == rest ]] || { echo "gpu_session: unknown phase '$phase' (train or rest)" >&2; exit 2; }

@@ -14,6 +14,7 @@ import itertools
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class DecodeInputs:
     token_mask: torch.Tensor     # (N, 256) bool, on `device`
     masked: np.ndarray           # (N, 64, 64, 3) uint8, holes grey
     gt: np.ndarray | None
-    blend: object                # (generated, known) → composites, as `inpaint.blend` says
+    blend: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (generated, known) → composites, as `inpaint.blend` says
     transformer: torch.nn.Module
     vqgan: VQGAN
 

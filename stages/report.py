@@ -74,7 +74,7 @@ def shown_config(rows: list[dict], primary: str, fid_available: bool) -> dict:
 
 
 def write_all(reports: Path, rows: list[dict], primary: str, fid_available: bool, seconds: float,
-              samples: str | None = None, blend: str = "paste") -> None:
+              samples: str | None, blend: str) -> None:
     """`samples`: the configuration shown in reports/samples.png (written by the caller), if any;
     `blend`: how the composites put the decoded holes into the input (`inpaint.blend`)."""
     configs = [r for r in rows if r.get("schedule")]
@@ -109,7 +109,7 @@ def write_all(reports: Path, rows: list[dict], primary: str, fid_available: bool
         tmp.write_text(readme(rows, headline, best, primary, fid_available, seconds, samples, blend))
 
 
-def readme(rows, headline, best, primary, fid_available, seconds, samples=None, blend="paste") -> str:
+def readme(rows, headline, best, primary, fid_available, seconds, samples, blend) -> str:
     how = {"paste": "pastes the decoded holes into the input as they are",
            "poisson": "Poisson-blends the decoded holes into the input (their gradients, the input's colours at "
                       "their border: `inpaint.blend`)"}[blend]
@@ -133,7 +133,8 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples=None, 
     if samples:
         out += ["## Samples", "",
                 f"The first test images, one a column. Rows: the masked input, OpenCV Telea, `{samples}`'s raw "
-                "decode and its composite, and the ground truth (when the test set has one).", "", f"![samples of {samples}](samples.png)", ""]
+                "decode and its composite, and the ground truth (when the test set has one).", "",
+                f"![samples of {samples}](samples.png)", ""]
     if fid_available:
         out += ["## Plots", "", "![FID against T](fid_vs_T.png)", "",
                 "![FID against the sweet spot](fid_vs_sweet_spot.png)", ""]
