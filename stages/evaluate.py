@@ -1,8 +1,8 @@
 """Stage `evaluate`: FID of every inpainting configuration against the test set, into reports/.
 
-Reads data/fid/reference.npz (ground-truth statistics), results/inpaint/*/ and the baselines a user
-has without a model (the grey-hole input, OpenCV Telea and Navier-Stokes) plus the stage-1 floor
-(the VQGAN's reconstruction of the unmasked test images). Writes reports/comparison.csv and .md,
+Reads data/fid/reference.npz (ground-truth statistics and the FID of held-out real images),
+results/inpaint/*/ and the baselines a user has without a model (the grey-hole input, OpenCV Telea and
+Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmasked test images). Writes reports/comparison.csv and .md,
 reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png, reports/plots/*.csv, reports/pictures/,
 reports/samples.png (the first test images through the best configuration, beside Telea and the ground
 truth), reports/metrics.json (the headline configuration's FID) and reports/README.md.
@@ -40,6 +40,8 @@ class FID:
         self.used = set()
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
+        # held-out real images against the reference (fid_reference): FID's yardstick at this test size
+        self.heldout = float(ref["heldout_fid"]) if "heldout_fid" in ref else None
         if self.available:
             self.reference = FrechetReference(ref["mu"], ref["sigma"])
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
@@ -79,6 +81,10 @@ def baselines(fid: FID, masked, mask64, gt, recon, telea, blend: str) -> list[di
         rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", "fid_raw": fid(recon, "floor"),
                      "fid_composite": fid(comp, "floor composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)})
+    if fid.heldout is not None:  # real images other than the test set's: no holes, so no hole PSNR
+        score = round(fid.heldout, 3)
+        rows.append({"name": "held-out real images", "kind": "reference", "fid_raw": score, "fid_composite": score,
+                     "hole_psnr": None})
     return rows
 
 

@@ -79,3 +79,23 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     (cache / "stale.npy").write_bytes(b"")  # features of an image set this run did not evaluate
     fid.prune()
     assert [p.name for p in cache.iterdir()] == [fid.used.pop()]
+
+
+def test_reference_scores_held_out_real_images(tiny_project, monkeypatch, net):
+    """fid_reference's yardstick: the first validation images, as many as the test set, against the ground
+    truth; recomputed here in float64 through the nuclear norm: with centred features X₁, X₂ (n x d),
+    Tr((Σ₁Σ₂)^½) = ‖X₁X₂ᵀ‖_* / (n − 1), which needs no matrix root of the singular d x d covariances."""
+    monkeypatch.chdir(tiny_project.root)
+    tiny_project.run("fid_reference", "evaluate.batch_size=12")
+    ref = np.load(tiny_project.path("data", "fid", "reference.npz"))
+    gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
+    val = np.load(tiny_project.path("data", "prepared", "val.npy"))
+    assert len(val) > len(gt) and int(ref["heldout_n"]) == len(gt)
+    x1, x2 = (inception_features(net, images, 12).astype(np.float64) for images in (val[:len(gt)], gt))
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    c1, c2 = x1 - mu1, x2 - mu2
+    n = len(gt)
+    expected = (np.sum((mu1 - mu2) ** 2) + (np.sum(c1 ** 2) + np.sum(c2 ** 2)) / (n - 1)
+                - 2 * np.linalg.norm(c1 @ c2.T, "nuc") / (n - 1))
+    assert float(ref["heldout_fid"]) == pytest.approx(expected, rel=1e-4)
+    assert expected > 1  # different images: far from zero at this size

@@ -70,9 +70,11 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["fid_available"] and metrics["fid"] > 0
     assert set(metrics["baselines"]) == {"grey-hole input", "OpenCV Telea", "OpenCV Navier-Stokes",
-                                         "stage-1 reconstruction (floor)"}
+                                         "stage-1 reconstruction (floor)", "held-out real images"}
+    reference = np.load(tiny_project.path("data", "fid", "reference.npz"))
+    assert metrics["baselines"]["held-out real images"] == round(float(reference["heldout_fid"]), 3)
     rows = (reports / "comparison.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 + 1 + 4
+    assert len(rows) == 1 + 4 + 1 + 5
     floor = next(csv.DictReader(rows[:1] + [r for r in rows if r.startswith("stage-1 reconstruction")]))
     assert float(floor["fid_composite"]) > 0 and float(floor["fid_raw"]) > 0  # the floor's composite is scored too
     assert "Poisson-blends" in (reports / "README.md").read_text()
