@@ -119,8 +119,8 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
            f"which {how}; `fid_raw` scores the VQGAN decode as is; `hole_psnr` is the composite's, over the hole "
            "pixels only. The stage-1 reconstruction row decodes the true tokens of the test images: what a perfect "
            "stage 2 would give. The held-out real images row scores validation images, as many as the test set "
-           "has: real images that are not the test images, so the FID that sampling alone leaves at this test "
-           "size (paired outputs such as the composite can go below it). "
+           "has (all of them if fewer): real images that are not the test images, so the FID that sampling alone "
+           "leaves at this test size (paired outputs such as the composite can go below it). "
            f"The primary output is **{primary.split('_')[1]}**.", ""]
     if not fid_available:
         out += ["**FID is disabled**: the test set has no ground truth (give the lab's `test_gt.csv` as "
