@@ -2,10 +2,11 @@
 
 Reads data/fid/reference.npz (ground-truth statistics and the FID of held-out real images),
 results/inpaint/*/ and the baselines a user has without a model (the grey-hole input, OpenCV Telea and
-Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmasked test images). Writes reports/comparison.csv and .md,
-reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png, reports/plots/*.csv, reports/pictures/,
-reports/samples.png (the first test images through the best configuration, beside Telea and the ground
-truth), reports/metrics.json (the headline configuration's FID) and reports/README.md.
+Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmasked test images).
+Writes reports/comparison.csv and .md, reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png,
+reports/plots/*.csv, reports/pictures/, reports/samples.png (the first test images through the best
+configuration, beside Telea and the ground truth), reports/metrics.json (the headline configuration's
+FID) and reports/README.md.
 """
 from __future__ import annotations
 

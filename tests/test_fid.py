@@ -81,11 +81,11 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     assert [p.name for p in cache.iterdir()] == [fid.used.pop()]
 
 
-def test_reference_scores_held_out_real_images(tiny_project, monkeypatch, net):
-    """fid_reference's yardstick: the first validation images, as many as the test set, against the ground
-    truth; recomputed here in float64 through the nuclear norm: with centred features X₁, X₂ (n x d),
-    Tr((Σ₁Σ₂)^½) = ‖X₁X₂ᵀ‖_* / (n − 1), which needs no matrix root of the singular d x d covariances."""
-    monkeypatch.chdir(tiny_project.root)
+def test_reference_scores_held_out_real_images(tiny_project, net):
+    """fid_reference's yardstick: the first validation images, as many as the test set, against the
+    ground truth; recomputed here in float64 through the nuclear norm: with centred features X₁, X₂
+    (n x d), Tr((Σ₁Σ₂)^½) = ‖X₁X₂ᵀ‖_* / (n − 1), which needs no matrix root of the singular d x d
+    covariances."""
     tiny_project.run("fid_reference", "evaluate.batch_size=12")
     ref = np.load(tiny_project.path("data", "fid", "reference.npz"))
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
