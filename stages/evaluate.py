@@ -42,7 +42,7 @@ class FID:
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         # held-out real images against the reference (fid_reference): FID's yardstick at this test size
-        self.heldout = float(ref["heldout_fid"]) if "heldout_fid" in ref else None
+        self.heldout = round(float(ref["heldout_fid"]), 3) if "heldout_fid" in ref else None
         if self.available:
             self.reference = FrechetReference(ref["mu"], ref["sigma"])
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
@@ -83,9 +83,8 @@ def baselines(fid: FID, masked, mask64, gt, recon, telea, blend: str) -> list[di
                      "fid_composite": fid(comp, "floor composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)})
     if fid.heldout is not None:  # real images other than the test set's: no holes, so no hole PSNR
-        score = round(fid.heldout, 3)
-        rows.append({"name": "held-out real images", "kind": "reference", "fid_raw": score, "fid_composite": score,
-                     "hole_psnr": None})
+        rows.append({"name": "held-out real images", "kind": "reference", "fid_raw": fid.heldout,
+                     "fid_composite": fid.heldout, "hole_psnr": None})
     return rows
 
 

@@ -5,7 +5,7 @@ them: the FID that a sample of different real images gets at this test set's siz
 every other FID in the report is read against (at a few hundred images FID is far from zero even
 for real images).
 
-Output: data/fid/reference.npz (features, mu, sigma, heldout_fid, heldout_n), keyed by DVC on the
+Output: data/fid/reference.npz (features, mu, sigma, heldout_fid), keyed by DVC on the
 prepared test and validation sets.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
+from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
 from stages.common import atomic_file, pick_device
 from stages.config import cli, run
 
@@ -32,11 +32,10 @@ def main() -> None:
         feats = inception_features(net, gt, batch, device, "fid reference")
         mu, sigma = gaussian_stats(feats)
         stats = {"available": True, "features": feats.astype(np.float32), "mu": mu, "sigma": sigma}
-        heldout = np.load(VAL, mmap_mode="r")[:len(gt)]
+        heldout = np.load(VAL)[:len(gt)]
         if len(heldout) > 1:  # one image has no covariance
-            real = inception_features(net, np.ascontiguousarray(heldout), batch, device, "held-out real images")
-            stats["heldout_fid"] = FrechetReference(mu, sigma).distance(*gaussian_stats(real))
-            stats["heldout_n"] = len(heldout)
+            real = inception_features(net, heldout, batch, device, "held-out real images")
+            stats["heldout_fid"] = frechet_distance(*gaussian_stats(real), mu, sigma)
             print(f"fid_reference: {len(heldout)} held-out real images score FID {stats['heldout_fid']:.2f}")
     else:
         print("fid_reference: the test set has no ground truth (lab layout without data.test_gt): FID disabled")
