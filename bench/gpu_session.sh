@@ -4,7 +4,8 @@
 #
 #   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 5: 471 s)
 #   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
-#                                     # and regional; results under $OUT (run 5's stages: 97 s)
+#                                     # and regional at 256, regional at 64; results under $OUT (run 5's
+#                                     # stages: 97 s)
 #
 # Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/: 33 MB). FID on the
 # device needs pytorch-fid's Inception weights (default_1.pt, 87 MB; a call carries 64 MiB at most), in
@@ -45,6 +46,8 @@ rest)
         for mode in whole regional; do
             python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
         done
+        # what the stage's batch 128 -> 64 would cost per image (on the CPU, smaller batches learned more)
+        python3 -m bench.stage2 --compile regional --batch 64 > "$out/bench_stage2_regional_b64.json"
     fi
     # The figures a report needs, small: metrics, tables, curves, the pictures in one archive.
     tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
