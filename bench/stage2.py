@@ -14,6 +14,7 @@ import json
 import torch
 
 from bench.common import H100_BF16_PEAK, machine, timed
+from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
@@ -23,7 +24,7 @@ from stages.training import autocast_for, compile_blocks
 def step_fn(model, opt, tokens, autocast):
     def step():
         with autocast():
-            loss, _, _ = mvtm_loss(model, tokens, model.cfg.mask_token)
+            loss, _, _ = mvtm_loss(model, tokens, mvtm_mask(*tokens.shape, device=tokens.device), model.cfg.mask_token)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -69,7 +70,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
         for _ in range(accumulation):
             with torch.no_grad():
                 tok = vqgan.encode(images)[1]
-            loss, _, _ = mvtm_loss(model, tok, cfg.mask_token)
+            loss, _, _ = mvtm_loss(model, tok, mvtm_mask(*tok.shape, device=tok.device), cfg.mask_token)
             (loss / accumulation).backward()
         student_opt.step()
         student_opt.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from model.masking import hole_token_masks, training_mask
+from model.masking import hole_token_masks, mvtm_mask, training_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
 from stages import training
@@ -57,7 +57,7 @@ def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generat
     samples. Returns (loss, masked-token accuracy) as tensors: no host sync."""
     mask = training_mask(*tokens.shape, p["gamma"], generator, tokens.device, holes, p["hole_fraction"])
     with autocast():
-        loss, acc, _ = mvtm_loss(net, tokens, mask_token, label_smoothing=p["label_smoothing"], mask=mask)
+        loss, acc, _ = mvtm_loss(net, tokens, mask, mask_token, p["label_smoothing"])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
@@ -80,12 +80,12 @@ def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes
         for start in range(0, len(val), p["batch_size"]):
             chunk = val[start:start + p["batch_size"]]
             with autocast():
-                loss, acc, n = mvtm_loss(model, chunk, mask_token, p["gamma"], gen, mask=mask_of(start, len(chunk)))
+                loss, acc, n = mvtm_loss(model, chunk, mask_of(start, len(chunk)), mask_token)
             n = n.item()
             losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
         return sum(losses) / sum(counts), sum(accs) / sum(counts)
 
-    val_loss, val_accuracy = masked_means(lambda start, n: None)  # MVTM's random masks, drawn from `gen`
+    val_loss, val_accuracy = masked_means(lambda start, n: mvtm_mask(n, val.shape[1], p["gamma"], gen, val.device))
     out = {"val_loss": val_loss, "val_accuracy": val_accuracy}
     if holes is not None:
         out["val_hole_loss"] = masked_means(

@@ -166,7 +166,7 @@ def test_mvtm_loss_is_the_masked_token_cross_entropy():
     logits = torch.randn(3, 256, k + 1, dtype=torch.float64)
     tokens = torch.randint(0, k, (3, 256))
     mask = torch.rand(3, 256) < 0.4
-    loss, acc, n = mvtm_loss(lambda inputs: logits, tokens, k, mask=mask, label_smoothing=eps)
+    loss, acc, n = mvtm_loss(lambda inputs: logits, tokens, mask, k, label_smoothing=eps)
     logp = torch.log_softmax(logits[mask], -1)
     target = tokens[mask]
     nll = -logp.gather(1, target[:, None]).squeeze(1)
