@@ -30,6 +30,8 @@ train)
     fi
     "${run_all[@]}" --skip inpaint fid_reference evaluate 2>&1 | tee "$out/train.log"
     cp reports/timings.json "$out/timings_train.json"
+    # reports/ is tracked, so the next call's copy of the working tree overwrites these two folders
+    tar czf "$out/reports_train.tar.gz" reports/vqgan reports/train
     ;;
 rest)
     skip=(prepare vqgan tokens train)
@@ -42,6 +44,9 @@ rest)
     fi
     "${run_all[@]}" --skip "${skip[@]}" 2>&1 | tee "$out/rest.log"
     cp reports/timings.json "$out/timings_rest.json"
+    # The figures a report needs, small: metrics, tables, curves, the pictures in one archive, packed before the
+    # benchmarks so that a call cut short by the device budget still returns them.
+    tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
         for mode in whole regional; do
             python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
@@ -49,7 +54,5 @@ rest)
         # what the stage's batch 128 -> 64 would cost per image (on the CPU, smaller batches learned more)
         python3 -m bench.stage2 --compile regional --batch 64 > "$out/bench_stage2_regional_b64.json"
     fi
-    # The figures a report needs, small: metrics, tables, curves, the pictures in one archive.
-    tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
     ;;
 esac
