@@ -2,10 +2,12 @@
 # The lab profile and the GPU benchmarks on a lent device machine (PyTorch with CUDA, no DVC), in two
 # calls on one warm machine, each within a device call's 10 minutes:
 #
-#   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 5: 471 s)
+#   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 7: 462 s)
 #   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
-#                                     # and regional at 256, regional at 64; results under $OUT (run 5's
-#                                     # stages: 97 s)
+#                                     # and regional at 256, regional at 64; results under $OUT (run 7, 18
+#                                     # sweep points: 299 s, of which the benchmarks about 145)
+#
+# Run 7 held the H100 for 807 s in all (start and transfers included) of a session's 900.
 #
 # Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/: 33 MB). FID on the
 # device needs pytorch-fid's Inception weights (default_1.pt, 87 MB; a call carries 64 MiB at most), in
