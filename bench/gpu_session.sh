@@ -29,6 +29,7 @@ train)
     [ -d .data/cats64 ] || { echo "gpu_session: .data/cats64 is missing (carry it)" >&2; exit 2; }
     if command -v nvidia-smi > /dev/null; then
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+        python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/gpu.txt"
     fi
     "${run_all[@]}" --skip inpaint fid_reference evaluate 2>&1 | tee "$out/train.log"
     cp reports/timings.json "$out/timings_train.json"
