@@ -128,8 +128,8 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
         out += ["**FID is disabled**: the test set has no ground truth (give the lab's `test_gt.csv` as "
                 "`data.test_gt`).", ""]
     if best:
-        what = (f"one forward pass (sweet spot 1 fills every hole token from the first prediction, so it decodes "
-                f"the same at every schedule and T; in the table as `{best['name']}`)" if best["sweet_spot"] == 1
+        what = (f"one forward pass (every hole token filled from the first prediction, so the same decode at "
+                f"every schedule; in the table as `{best['name']}`)" if best["steps_run"] == 1
                 else f"`{best['schedule']}`, T={best['T']}, sweet spot={best['sweet_spot']} (0 = all T steps)")
         out += [f"**Best configuration**: {what}: FID {fmt(best[primary])} ({primary}), raw {fmt(best['fid_raw'])}.",
                 ""]

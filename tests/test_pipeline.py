@@ -108,15 +108,18 @@ def test_report_shows_the_best_configuration_or_else_the_headline():
 
 
 def test_report_names_a_one_pass_best_as_one_pass():
-    """Sweet spot 1 decodes the same tokens at every schedule and T, so a one-pass best is not a schedule's win."""
-    def best_line(sweet_spot):
-        best = {"name": f"square-T8-s{sweet_spot}", "kind": "sweep", "schedule": "square", "T": 8,
-                "sweet_spot": sweet_spot, "fid_raw": 9.0, "fid_composite": 5.0, "hole_psnr": 20.0}
+    """A decode that runs one step (sweet spot 1, or T=1) fills every hole from the first prediction, the same
+    tokens at every schedule, so a one-pass best is not a schedule's win."""
+    def best_line(T, sweet_spot):
+        best = {"name": f"square-T{T}-s{sweet_spot}", "kind": "sweep", "schedule": "square", "T": T,
+                "sweet_spot": sweet_spot, "steps_run": sweet_spot or T, "fid_raw": 9.0, "fid_composite": 5.0,
+                "hole_psnr": 20.0}
         text = readme([best], None, best, "fid_composite", True, 1.0, None, "poisson")
         return next(line for line in text.splitlines() if line.startswith("**Best configuration**"))
 
-    assert "one forward pass" in best_line(1) and "`square-T8-s1`" in best_line(1)
-    assert "one forward pass" not in best_line(3) and "`square`, T=8, sweet spot=3" in best_line(3)
+    assert "one forward pass" in best_line(8, 1) and "`square-T8-s1`" in best_line(8, 1)
+    assert "one forward pass" in best_line(1, 0)
+    assert "one forward pass" not in best_line(8, 3) and "`square`, T=8, sweet spot=3" in best_line(8, 3)
 
 
 def test_report_explains_only_the_rows_it_has():
