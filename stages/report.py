@@ -34,27 +34,40 @@ def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
         writer.writerows(rows)
 
 
-def plot_fid(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[dict], primary: str, title: str,
-             path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+# Baselines: colours after the configurations' C0-C5, each with its own dash pattern.
+BASELINE_STYLES = (("C7", ":"), ("C9", "--"), ("C6", "-."), ("C8", (0, (5, 1, 1, 1, 1, 1))), ("k", (0, (1, 2))),
+                   ("C5", (0, (8, 2))))
+
+
+def fid_figure(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[dict], primary: str, title: str):
+    """FID against `x_key`: a panel for each output (the primary first), a line for each group of
+    configurations, a horizontal line for each baseline, and one legend beside the panels (labels in
+    the plot overlapped where baselines score alike, as the two OpenCV methods do)."""
+    outputs = (primary, "fid_raw" if primary == "fid_composite" else "fid_composite")
     groups = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
-    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        members = sorted(members, key=lambda r: r[x_key])
-        label = ", ".join(f"{k}={v}" if k != "schedule" else str(v) for k, v in zip(group_keys, key))
-        line, = ax.plot([r[x_key] for r in members], [r[primary] for r in members], marker="o", label=label)
-        other = "fid_raw" if primary == "fid_composite" else "fid_composite"
-        ax.plot([r[x_key] for r in members], [r[other] for r in members], ls="--", color=line.get_color(), alpha=0.5)
-    for b in baselines:
-        if b[primary] is not None:
-            ax.axhline(b[primary], color="grey", lw=0.8, ls=":")
-            ax.annotate(b["name"], (ax.get_xlim()[0], b[primary]), fontsize=7, color="grey", va="bottom")
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(f"FID ({primary.split('_')[1]}; dashed: the other output)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharex=True, layout="constrained")
+    for ax, output in zip(axes, outputs):
+        for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+            members = sorted(members, key=lambda r: r[x_key])
+            label = ", ".join(f"{k}={v}" if k != "schedule" else str(v) for k, v in zip(group_keys, key))
+            ax.plot([r[x_key] for r in members], [r[output] for r in members], marker="o", color=f"C{i}", label=label)
+        for j, b in enumerate(baselines):
+            if b[output] is not None:
+                colour, dashes = BASELINE_STYLES[j % len(BASELINE_STYLES)]
+                ax.axhline(b[output], color=colour, lw=1.2, ls=dashes, label=b["name"])
+        ax.set_xticks(sorted({r[x_key] for r in rows}))
+        ax.set_xlabel(x_key)
+        ax.set_ylabel("FID")
+        ax.set_title(output.split("_")[1] + (" (primary output)" if output == primary else ""), fontsize=10)
+    fig.suptitle(title)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_fid(rows, x_key, group_keys, baselines, primary, title, path: Path) -> None:
+    fig = fid_figure(rows, x_key, group_keys, baselines, primary, title)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

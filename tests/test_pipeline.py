@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import TINY
 from stages.evaluate import samples_picture
-from stages.report import readme, shown_config
+from stages.report import fid_figure, readme, shown_config
 from test_blend import jacobi_correction
 
 
@@ -120,6 +120,35 @@ def test_report_names_a_one_pass_best_as_one_pass():
     assert "one forward pass" in best_line(8, 1) and "`square-T8-s1`" in best_line(8, 1)
     assert "one forward pass" in best_line(1, 0)
     assert "one forward pass" not in best_line(8, 3) and "`square`, T=8, sweet spot=3" in best_line(8, 3)
+
+
+def test_fid_plot_draws_each_output_and_names_every_baseline():
+    """A panel per output, primary first, each line at its rows' own values; every baseline in the legend
+    (labels drawn in the plot overlapped where two baselines score alike, as Telea and Navier-Stokes do)."""
+    import matplotlib.pyplot as plt
+
+    sweep = [{"name": f"{sc}-T{T}-s{s}", "schedule": sc, "T": T, "sweet_spot": s, "steps_run": s or T,
+              "fid_raw": 100.0 + 10 * T + s, "fid_composite": 20.0 + T - s} for sc in ("cosine", "square")
+             for T in (4, 8) for s in (0, 3)]
+    baselines = [{"name": "OpenCV Telea", "fid_raw": 37.6, "fid_composite": 37.6},
+                 {"name": "OpenCV Navier-Stokes", "fid_raw": 37.3, "fid_composite": 37.3},
+                 {"name": "stage-1 reconstruction (floor)", "fid_raw": 51.0, "fid_composite": 11.2},
+                 {"name": "held-out real images", "fid_raw": None, "fid_composite": 16.3}]
+    fig = fid_figure(sweep, "steps_run", ("schedule", "T"), baselines, "fid_composite", "title")
+    try:
+        (composite, raw), legend = fig.axes, fig.legends[0]
+        assert "composite" in composite.get_title() and "raw" in raw.get_title()
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert labels == ["cosine, T=4", "cosine, T=8", "square, T=4", "square, T=8"] + [b["name"] for b in baselines]
+        for ax, key in ((composite, "fid_composite"), (raw, "fid_raw")):
+            lines = {line.get_label(): line for line in ax.get_lines()}
+            square8 = sorted((r for r in sweep if r["name"].startswith("square-T8")), key=lambda r: r["steps_run"])
+            assert list(lines["square, T=8"].get_xdata()) == [3, 8]
+            assert list(lines["square, T=8"].get_ydata()) == [r[key] for r in square8]
+            assert lines["stage-1 reconstruction (floor)"].get_ydata()[0] == baselines[2][key]
+        assert "held-out real images" not in {line.get_label() for line in raw.get_lines()}  # no raw score
+    finally:
+        plt.close(fig)
 
 
 def test_report_explains_only_the_rows_it_has():
