@@ -41,3 +41,57 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+# What a kernel or operator does, from its name: the first kind whose patterns it contains. cuBLAS and
+# CUTLASS name their matmuls gemm/xmma/nvjet; the compiler names a fused kernel after the ops it holds
+# (`triton_per_fused__softmax_native_dropout_3`), so a fused softmax counts as softmax.
+KERNEL_KINDS = (
+    ("optimizer", ("adam", "multi_tensor_apply")),
+    ("matmul", ("gemm", "xmma", "nvjet", "cutlass", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")),
+    ("loss", ("log_softmax", "nll_loss", "cross_entropy")),
+    ("softmax", ("softmax",)),
+    ("dropout", ("dropout", "bernoulli", "philox")),
+    ("layer norm", ("layer_norm", "layernorm")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lower = name.lower()
+    return next((kind for kind, patterns in KERNEL_KINDS if any(p in lower for p in patterns)), "other")
+
+
+def time_by_kind(fn, device: torch.device, steps: int = 3, top: int = 12) -> dict:
+    """Where `fn`'s time goes, from torch.profiler over `steps` calls (after one untimed call): on a GPU
+    the kernels' device time, on a CPU the operators' own time. Per kind (`KERNEL_KINDS`) the
+    milliseconds a call and the share; the `top` kernels by name."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        sync(device)
+    times: dict[str, float] = {}
+    if device.type == "cuda":  # the kernel events themselves: operators' device times would count them again
+        for e in prof.events():
+            if e.device_type == DeviceType.CUDA:
+                times[e.name] = times.get(e.name, 0.0) + e.time_range.elapsed_us()
+    else:
+        times = {e.key: e.self_cpu_time_total for e in prof.key_averages()
+                 if e.self_cpu_time_total > 0 and e.key.startswith("aten::")}
+    total = sum(times.values())
+    kinds: dict[str, float] = {}
+    for name, us in times.items():
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + us
+
+    def entry(us):
+        return {"ms_per_call": round(us / steps / 1e3, 3), "share": round(us / total, 3)}
+    return {"measured": "kernel time on the GPU" if device.type == "cuda" else "operator self time on the CPU",
+            "calls": steps, "ms_per_call": round(total / steps / 1e3, 3),
+            "by_kind": {k: entry(v) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": n[:100], "kind": kernel_kind(n), **entry(v)}
+                    for n, v in sorted(times.items(), key=lambda kv: -kv[1])[:top]]}

@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 7: 462 s)
 #   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
-#                                     # and regional at 256, regional at 64; results under $OUT (run 7, 18
+#                                     # (profiled) and regional at 256, regional at 64; results under $OUT (run 7, 18
 #                                     # sweep points: 299 s, of which the benchmarks about 145)
 #
 # Run 7 held the H100 for 807 s in all (start and transfers included) of a session's 900.
@@ -51,9 +51,9 @@ rest)
     # benchmarks so that a call cut short by the device budget still returns them.
     tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
-        for mode in whole regional; do
-            python3 -m bench.stage2 --compile "$mode" > "$out/bench_stage2_$mode.json"
-        done
+        # whole, profiled: which kernels hold stage 2 at 21 % MFU (the profile adds a few seconds)
+        python3 -m bench.stage2 --compile whole --profile > "$out/bench_stage2_whole.json"
+        python3 -m bench.stage2 --compile regional > "$out/bench_stage2_regional.json"
         # what the stage's batch 128 -> 64 would cost per image (on the CPU, smaller batches learned more)
         python3 -m bench.stage2 --compile regional --batch 64 > "$out/bench_stage2_regional_b64.json"
     fi

@@ -1,10 +1,11 @@
 """Stage-2 training throughput of the lab configuration, next to the "student-style" loop.
 
-    python -m bench.stage2 [--batch 256] [--steps 5] [--compile [whole|regional]]
+    python -m bench.stage2 [--batch 256] [--steps 5] [--compile [whole|regional]] [--profile]
 
 Ours: tokens cached, bf16 autocast on CUDA, large batch, fused AdamW. Student-style: fp32, batch 16,
 gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: 6 x parameters x 256.
-Ours also reports its first step's seconds: with --compile, mostly compilation.
+Ours also reports its first step's seconds: with --compile, mostly compilation; --profile adds where
+its step's time goes (matmuls, softmax, dropout, layer norm, ...; `bench.common.time_by_kind`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 
 import torch
 
-from bench.common import H100_BF16_PEAK, machine, timed
+from bench.common import H100_BF16_PEAK, machine, time_by_kind, timed
 from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
@@ -32,7 +33,7 @@ def step_fn(model, opt, tokens, autocast):
 
 
 def run(device: torch.device, batch: int | None = None, steps: int | None = None, compile_mode: str | None = None,
-        accumulation: int | None = None) -> dict:
+        accumulation: int | None = None, profile: bool = False) -> dict:
     """None picks the device's default: on a GPU batch 256, 10 steps, the student loop 3 steps of 10
     accumulated batches; on a CPU batch 16, 2 steps, 1 step of 1 batch."""
     gpu = device.type == "cuda"
@@ -60,6 +61,8 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
     if device.type == "cuda":
         ours["mfu"] = round(flops_per_image * batch / sec / H100_BF16_PEAK, 3)
+    if profile:
+        ours["profile"] = time_by_kind(step, device)
 
     # The student loop: fp32, batch 16, accumulate 10, the (lab-size) VQGAN encoder on every batch.
     vqgan = VQGAN(VQGANConfig()).to(device).eval()
@@ -91,9 +94,10 @@ def main():
     parser.add_argument("--compile", nargs="?", const="whole", choices=["whole", "regional"],
                         help="whole: the model in one graph (the stage's `compile: true`); regional: each block")
     parser.add_argument("--accumulation", type=int, help="the student loop's accumulation (10; 1 on a CPU)")
+    parser.add_argument("--profile", action="store_true", help="where our step's time goes, by kind of kernel")
     a = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(json.dumps(run(device, a.batch, a.steps, a.compile, a.accumulation), indent=2))
+    print(json.dumps(run(device, a.batch, a.steps, a.compile, a.accumulation, a.profile), indent=2))
 
 
 if __name__ == "__main__":

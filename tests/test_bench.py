@@ -1,5 +1,5 @@
-"""The plateau benchmark: its reference line (the code entropy, shared with the codebook perplexity) against
-closed forms, and a tiny end-to-end run."""
+"""The benchmarks' helpers: the plateau benchmark's reference line (the code entropy, shared with the
+codebook perplexity) against closed forms and a tiny end-to-end run; the profile's kernel kinds."""
 import json
 import math
 import subprocess
@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import torch
 
+from bench.common import kernel_kind, time_by_kind
 from bench.plateau import escape_step
 from model.vqgan_training import code_entropy, codebook_stats
 from conftest import REPO
@@ -50,3 +51,31 @@ def test_plateau_benchmark_runs_end_to_end(tmp_path):
     assert bad.returncode == 2 and "'rope:1e-3'" in bad.stderr
     bad = subprocess.run([*cmd[:6], "sincos:1e-3:pca"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "token start" in bad.stderr
+
+
+def test_kernel_kinds_from_cuda_and_cpu_names():
+    names = {"sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1": "matmul",
+             "nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT": "matmul",
+             "cutlass3x_sm90_tensorop_s64x128x16gemm_bf16_bf16_f32": "matmul",
+             "aten::addmm": "matmul",
+             "triton_per_fused__softmax_native_dropout_3": "softmax",
+             "triton_red_fused__log_softmax_nll_loss_forward_7": "loss",
+             "triton_per_fused_native_layer_norm_12": "layer norm",
+             "aten::bernoulli_": "dropout",
+             "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>": "optimizer",
+             "triton_poi_fused_gelu_5": "other"}
+    assert {name: kernel_kind(name) for name in names} == names
+
+
+def test_time_by_kind_attributes_a_call_to_what_it_runs():
+    a, b = torch.randn(384, 384), torch.randn(384, 384)
+    x = torch.randn(64, 4096)
+    matmul = time_by_kind(lambda: a @ b @ b, torch.device("cpu"), steps=2)
+    softmax = time_by_kind(lambda: torch.softmax(x, -1), torch.device("cpu"), steps=2)
+    assert matmul["by_kind"]["matmul"]["share"] > 0.9 and softmax["by_kind"]["softmax"]["share"] > 0.9
+    for result in (matmul, softmax):
+        assert math.isclose(sum(k["share"] for k in result["by_kind"].values()), 1.0, abs_tol=0.01)
+        assert math.isclose(sum(k["ms_per_call"] for k in result["by_kind"].values()), result["ms_per_call"],
+                            rel_tol=0.01, abs_tol=0.005)
+        shares = [k["share"] for k in result["top"]]
+        assert shares == sorted(shares, reverse=True)
