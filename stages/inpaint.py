@@ -126,17 +126,16 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
     raw = decode_images(vqgan, tokens, p["batch_size"])
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.time() - t0
+    seconds = {"decode": time.time() - t0}
+    t0 = time.time()
     comp = inputs.blend(raw, masked)
+    seconds["composite"], t0 = time.time() - t0, time.time()
     pictures = {}
     for s, (masks, preds) in steps_of_serials.items():
         step_images = decode_images(vqgan, preds, p["batch_size"])
         pictures[s] = decoding_picture(masked[s], None if gt is None else gt[s], masks, step_images)
+    seconds["pictures"], t0 = time.time() - t0, time.time()
 
-    summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
-               "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds, 3),
-               "images_per_s": round(len(raw) / seconds, 1), "device": str(device),
-               "primary": "composite" if p["composite"] else "raw"}
     width = max(3, len(str(len(raw) - 1)))
     with atomic_dir(RESULTS / name) as out:
         for folder, images in (("raw", raw), ("composite", comp)):
@@ -149,6 +148,13 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         (out / "pictures").mkdir()
         for s, picture in pictures.items():
             save_png(picture, out / "pictures" / f"serial_{s:03d}.png")
+        seconds["write"] = time.time() - t0
+        # decode_seconds is the decoding itself (the GPU's work); the rest, the CPU's, says where a sweep's time goes
+        summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
+                   "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds["decode"], 3),
+                   "images_per_s": round(len(raw) / seconds["decode"], 1), "device": str(device),
+                   "primary": "composite" if p["composite"] else "raw",
+                   **{f"{k}_seconds": round(v, 3) for k, v in seconds.items() if k != "decode"}}
         save_json(summary, out / "summary.json")
         write_resolved({**cfg, "schedule": schedule, "T": T, "sweet_spot": sweet_spot}, out)
     return summary
@@ -192,7 +198,9 @@ def main() -> None:
             check_decode_args(T, sweet_spot, schedule)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    t0 = time.time()
     inputs = load_inputs(cfg)
+    print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")
     done = {}
     for schedule, T, sweet_spot, name in points:
         if (schedule, T, sweet_spot) in done:

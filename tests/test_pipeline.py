@@ -65,6 +65,7 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
     inpainted = tiny_project.path("results", "inpaint")
     point, headline = (json.loads((inpainted / n / "summary.json").read_text()) for n in ("cosine-T4-s0", "headline"))
     assert headline["name"] == "headline" and headline["decode_seconds"] == point["decode_seconds"]
+    assert all(point[f"{part}_seconds"] >= 0 for part in ("composite", "pictures", "write"))  # where the rest goes
     tokens = [(inpainted / n / "tokens.npy").read_bytes() for n in ("cosine-T4-s0", "headline")]
     assert tokens[0] == tokens[1]
     reports = tiny_project.path("reports")
