@@ -23,7 +23,7 @@ from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
-from stages.config import cli, require_choice, run
+from stages.config import cli, require_choice, require_ints, run
 from stages.training import image_grid, require
 
 PREPARED = Path("data/prepared/test")
@@ -129,9 +129,16 @@ def recon_floor(device, gt_tokens_path: Path, batch_size: int):
     return decode_images(load_frozen(device), tokens, batch_size)
 
 
+def check_params(cfg: dict) -> None:
+    """The settings the stage reads, checked before any FID is computed."""
+    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
+    require_choice(cfg, "inpaint", "composite", (True, False))
+    require_ints(cfg, "evaluate", ("batch_size",))
+
+
 def main() -> None:
     cfg, _ = cli(__doc__)
-    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)  # before any FID is computed
+    check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()
     fid = FID(device, cfg["evaluate"]["batch_size"])

@@ -26,7 +26,7 @@ from model.iterative_decode import check_decode_args, iterative_decode
 from model.vqgan import VQGAN, denormalize
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, write_resolved
-from stages.config import ConfigError, cli, require_choice, run
+from stages.config import ConfigError, cli, require_choice, require_ints, run
 from stages.train import load_transformer
 from stages.vqgan import load_frozen
 
@@ -170,6 +170,29 @@ def copy_point(source: str, name: str) -> dict:
     return summary
 
 
+def sweep_points(cfg: dict) -> list[tuple]:
+    """(schedule, T, sweet_spot, folder name) of every point of the `sweep` grid."""
+    return [(sc, T, sw, config_name(sc, T, sw))
+            for sc, T, sw in itertools.product(cfg["sweep"]["schedule"], cfg["sweep"]["T"], cfg["sweep"]["sweet_spot"])]
+
+
+def headline_point(cfg: dict) -> tuple:
+    return cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline"
+
+
+def check_params(cfg: dict, points: list[tuple] | None = None) -> None:
+    """The settings the stage reads, for `points` (default: the sweep and the headline, as run_all runs
+    them), checked before any model is loaded."""
+    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
+    require_ints(cfg, "inpaint", ("batch_size",))
+    for schedule, T, sweet_spot, name in sweep_points(cfg) + [headline_point(cfg)] if points is None else points:
+        try:
+            check_decode_args(T, sweet_spot, schedule)
+        except ValueError as e:
+            where = "the headline (schedule, T, sweet_spot)" if name == "headline" else "sweep point"
+            raise ConfigError(f"{where} {schedule}, T={T}, sweet spot={sweet_spot}: {e}") from None
+
+
 def main() -> None:
     def args(parser):
         parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
@@ -180,24 +203,16 @@ def main() -> None:
                             help="with --sweep: the headline too, in the same process (what run_all uses)")
 
     cfg, a = cli(__doc__, args)
-    headline = (cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline")
     if a.sweep:
-        points = [(str(sc), int(T), int(sw), config_name(sc, T, sw)) for sc, T, sw in itertools.product(
-            cfg["sweep"]["schedule"], cfg["sweep"]["T"], cfg["sweep"]["sweet_spot"])]
-        points += [headline] if a.headline else []
+        points = sweep_points(cfg) + ([headline_point(cfg)] if a.headline else [])
     elif a.schedule is None and a.T is None and a.sweet_spot is None:
-        points = [headline]
+        points = [headline_point(cfg)]
     else:
         schedule = a.schedule or cfg["schedule"]
         T = a.T if a.T is not None else cfg["T"]
         sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
-    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
-    for schedule, T, sweet_spot, _ in points:  # every point checked before any model is loaded
-        try:
-            check_decode_args(T, sweet_spot, schedule)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    check_params(cfg, points)
     t0 = time.time()
     inputs = load_inputs(cfg)
     print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")

@@ -5,6 +5,7 @@ each stage took. Writes the same outputs as `dvc repro`.
 """
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import time
@@ -28,12 +29,15 @@ def main() -> None:
         parser.add_argument("--skip", nargs="*", default=[], help="stages to skip (e.g. evaluate)")
 
     cfg, a = cli(__doc__, args)
+    stages = [(name, extra) for name, extra in plan(cfg) if name.split()[0] not in a.skip]
+    for name, _ in stages:  # every stage's settings, before the first one runs: a typo fails now, not after training
+        check = getattr(importlib.import_module(f"stages.{name.split()[0]}"), "check_params", None)
+        if check:
+            check(cfg)
     overrides = [x for o in a.overrides for x in ("-S", o)]
     timings = []
     total = time.time()
-    for name, extra in plan(cfg):
-        if name.split()[0] in a.skip:
-            continue
+    for name, extra in stages:
         t0 = time.time()
         print(f"\n=== {name}", flush=True)
         proc = subprocess.run([sys.executable, "-m", f"stages.{name.split()[0]}", *overrides, *extra])

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from model.masking import hole_token_masks, mvtm_mask, training_mask
 from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
+from model.transformer import POS_INITS, BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_choice, require_fraction, require_ints, run
@@ -230,12 +230,21 @@ def load_transformer(device) -> BidirectionalTransformer:
     return model.to(device).eval()
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
-    require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every"))
+def check_params(cfg: dict) -> None:
+    """The settings the stage reads, checked before any work."""
+    p = cfg["train"]
+    require_ints(cfg, "train", ("epochs", "batch_size", "checkpoint_every", "dim", "n_layers", "hidden_dim", "n_heads"))
+    if p["dim"] % p["n_heads"]:
+        raise ConfigError(f"train.dim {p['dim']} is not divisible by train.n_heads {p['n_heads']}")
+    require_choice(cfg, "train", "pos_init", POS_INITS)
     require_choice(cfg, "train", "tok_init", TOK_INITS)
     require_choice(cfg, "train", "compile", (True, False, "regional"))
     require_fraction(cfg, "train", "hole_fraction")
+
+
+def main() -> None:
+    cfg, _ = cli(__doc__)
+    check_params(cfg)
     metrics = train(cfg)
     if metrics:
         print("train: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

@@ -164,15 +164,24 @@ def reconstruction_metrics(model: VQGAN, images: torch.Tensor, quantize: bool = 
     return metrics, recon
 
 
+def check_params(cfg: dict) -> None:
+    """The settings the stage reads, checked before any work (the checkpoint's content: by `adopt`)."""
+    p = cfg["vqgan"]
+    if p["checkpoint"]:
+        if not Path(p["checkpoint"]).is_file():
+            raise ConfigError(f"vqgan.checkpoint: {p['checkpoint']} not found")
+        return
+    require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
+    require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
+    require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
+    require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
+
+
 def main() -> None:
     cfg, _ = cli(__doc__)
+    check_params(cfg)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
-    if model is None:
-        require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
-        require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
-        require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
-        require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, t0 = [], [], time.time()
     if model is None:

@@ -22,6 +22,19 @@ def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
     assert "inpaint.blend" in err and "paste, poisson" in err and "Traceback" not in err
 
 
+def test_run_all_checks_every_stage_before_the_first_runs(project):
+    """A bad setting of a late stage fails the runner at once, named, not after stage 1 and 2 have trained."""
+    for override, message in (("sweep.T=[4, 0]", "sweep point cosine, T=0, sweet spot=0: T must be a positive integer"),
+                              ("train.n_heads=5", "train.dim 32 is not divisible by train.n_heads 5"),
+                              ("evaluate.batch_size=0", "evaluate.batch_size is 0; expected a positive integer")):
+        proc = project.run("run_all", *TINY, override, check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert "=== prepare" not in proc.stdout and not project.path("data").exists()
+    everything = ["prepare", "vqgan", "tokens", "train", "inpaint", "fid_reference", "evaluate"]
+    proc = project.run("run_all", *TINY, "inpaint.blend=feather", args=["--skip", *everything])  # skipped: not checked
+    assert "| total |" in proc.stdout
+
+
 def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
     tiny_project.run("inpaint", *TINY, "T=4")
     out = tiny_project.path("results", "inpaint", "headline")
