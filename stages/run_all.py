@@ -1,5 +1,6 @@
 """Run the whole pipeline in order without DVC (for GPU machines that lack it), then print the time
-each stage took. Writes the same outputs as `dvc repro`.
+each stage took. Writes the same outputs as `dvc repro`. Every stage's settings are checked before
+the first stage runs.
 
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
 """
