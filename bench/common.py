@@ -61,11 +61,22 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, patterns in KERNEL_KINDS if any(p in lower for p in patterns)), "other")
 
 
+def gpu_kernel_times(events) -> dict[str, float]:
+    """Microseconds per kernel name, from the profiler's GPU events only: the operators' own device
+    times would count the same kernels again."""
+    from torch.autograd import DeviceType
+
+    times: dict[str, float] = {}
+    for e in events:
+        if e.device_type == DeviceType.CUDA:
+            times[e.name] = times.get(e.name, 0.0) + e.time_range.elapsed_us()
+    return times
+
+
 def time_by_kind(fn, device: torch.device, steps: int = 3, top: int = 12) -> dict:
     """Where `fn`'s time goes, from torch.profiler over `steps` calls (after one untimed call): on a GPU
     the kernels' device time, on a CPU the operators' own time. Per kind (`KERNEL_KINDS`) the
     milliseconds a call and the share; the `top` kernels by name."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -75,11 +86,8 @@ def time_by_kind(fn, device: torch.device, steps: int = 3, top: int = 12) -> dic
         for _ in range(steps):
             fn()
         sync(device)
-    times: dict[str, float] = {}
-    if device.type == "cuda":  # the kernel events themselves: operators' device times would count them again
-        for e in prof.events():
-            if e.device_type == DeviceType.CUDA:
-                times[e.name] = times.get(e.name, 0.0) + e.time_range.elapsed_us()
+    if device.type == "cuda":
+        times = gpu_kernel_times(prof.events())
     else:
         times = {e.key: e.self_cpu_time_total for e in prof.key_averages()
                  if e.self_cpu_time_total > 0 and e.key.startswith("aten::")}

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import torch
 
-from bench.common import kernel_kind, time_by_kind
+from bench.common import gpu_kernel_times, kernel_kind, time_by_kind
 from bench.plateau import escape_step
 from model.vqgan_training import code_entropy, codebook_stats
 from conftest import REPO
@@ -79,3 +79,17 @@ def test_time_by_kind_attributes_a_call_to_what_it_runs():
                             rel_tol=0.01, abs_tol=0.005)
         shares = [k["share"] for k in result["top"]]
         assert shares == sorted(shares, reverse=True)
+
+
+def test_gpu_kernel_times_count_each_kernel_once():
+    """On a GPU an operator's device time repeats its kernels': only the GPU's own events are summed."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def event(name, start, end, device_type):
+        return FunctionEvent(id=0, name=name, thread=0, start_us=start, end_us=end, device_type=device_type)
+
+    events = [event("aten::mm", 0, 50, DeviceType.CPU), event("sm90_xmma_gemm_bf16", 10, 40, DeviceType.CUDA),
+              event("aten::_softmax", 50, 60, DeviceType.CPU), event("triton_per_fused__softmax_0", 52, 57, DeviceType.CUDA),
+              event("sm90_xmma_gemm_bf16", 60, 75, DeviceType.CUDA)]
+    assert gpu_kernel_times(events) == {"sm90_xmma_gemm_bf16": 45, "triton_per_fused__softmax_0": 5}
