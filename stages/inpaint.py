@@ -149,7 +149,7 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         for s, picture in pictures.items():
             save_png(picture, out / "pictures" / f"serial_{s:03d}.png")
         seconds["write"] = time.time() - t0
-        # decode_seconds is the decoding itself (the GPU's work); the rest, the CPU's, says where a sweep's time goes
+        # decode_seconds times the decoding alone; the other *_seconds say where the rest of a configuration's time goes
         summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
                    "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds["decode"], 3),
                    "images_per_s": round(len(raw) / seconds["decode"], 1), "device": str(device),
