@@ -77,6 +77,7 @@ def test_time_by_kind_attributes_a_call_to_what_it_runs():
         assert math.isclose(sum(k["share"] for k in result["by_kind"].values()), 1.0, abs_tol=0.01)
         assert math.isclose(sum(k["ms_per_call"] for k in result["by_kind"].values()), result["ms_per_call"],
                             rel_tol=0.01, abs_tol=0.005)
+        assert result["wall_ms_per_call"] >= result["ms_per_call"]  # the operators ran inside the calls
         shares = [k["share"] for k in result["top"]]
         assert shares == sorted(shares, reverse=True)
 
