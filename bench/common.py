@@ -98,7 +98,8 @@ def time_by_kind(fn, device: torch.device, steps: int = 3, top: int = 12) -> dic
     total = sum(times.values())
     kinds: dict[str, float] = {}
     for name, us in times.items():
-        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + us
+        kind = kernel_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + us
 
     def entry(us):
         return {"ms_per_call": round(us / steps / 1e3, 3), "share": round(us / total, 3)}

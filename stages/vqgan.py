@@ -32,9 +32,8 @@ ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors
 
 
 def read_checkpoint(path: Path) -> dict:
-    """Load a user's state_dict safely (weights_only) and return it, or fail naming what is wrong."""
-    if not path.is_file():
-        raise ConfigError(f"vqgan.checkpoint: {path} not found")
+    """Load a user's state_dict safely (weights_only) and return it, or fail naming what is wrong (that
+    the file exists, `check_params` has checked)."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
