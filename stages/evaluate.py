@@ -1,6 +1,6 @@
-"""Stage `evaluate`: FID of every inpainting configuration against the test set, into reports/.
+"""Stage `evaluate`: FID and KID of every inpainting configuration against the test set, into reports/.
 
-Reads data/fid/reference.npz (ground-truth statistics and the FID of held-out real images),
+Reads data/fid/reference.npz (ground-truth features and statistics, the scores of held-out real images),
 results/inpaint/*/ and the baselines a user has without a model (the grey-hole input, OpenCV Telea and
 Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmasked test images).
 Writes reports/comparison.csv and .md, reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png,
@@ -21,6 +21,7 @@ import numpy as np
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
+from model.kid import kid, kid_difference, kid_with_error
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
 from stages.config import cli, require_choice, require_ints, run
@@ -34,32 +35,55 @@ REPORTS = Path("reports")
 SAMPLES = 8  # the first test images: the same ones in every experiment
 
 
-class FID:
-    """FID against the cached reference, with features cached by the content of the image set."""
+KID_SCALE = 1e3  # KID is reported x 10^3, as papers do
+
+
+class InceptionScores:
+    """FID and KID against the test set's ground truth, with features cached by the content of the image
+    set. KID comes with its jackknife standard error over the test images (model/kid.py)."""
 
     def __init__(self, device, batch_size: int):
         self.used = set()
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
-        # held-out real images against the reference (fid_reference): FID's yardstick at this test size
-        self.heldout = round(float(ref["heldout_fid"]), 3) if "heldout_fid" in ref else None
+        # held-out real images against the reference (fid_reference): the yardstick at this test size
+        self.heldout = {k: round(float(ref["heldout_" + k]) * (KID_SCALE if "kid" in k else 1), 3)
+                        if "heldout_" + k in ref else None for k in ("fid", "kid", "kid_se")}
         if self.available:
             self.reference = FrechetReference(ref["mu"], ref["sigma"])
+            self.reference_features = ref["features"]
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
 
-    def __call__(self, images: np.ndarray, label: str) -> float | None:
-        if not self.available:
-            return None
+    def features(self, images: np.ndarray, label: str) -> np.ndarray:
         key = hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
         path = CACHE / f"{key}.npy"
         self.used.add(path.name)
         if path.exists():
-            feats = np.load(path)
+            return np.load(path)
+        feats = inception_features(self.net, images, self.batch_size, self.device, label)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(path, feats.astype(np.float32))
+        return feats
+
+    def __call__(self, images: np.ndarray, label: str) -> dict:
+        """{"fid", "kid", "kid_se"} of the images (KID x 10^3); None each without ground truth, the errors
+        None below 3 images."""
+        if not self.available:
+            return {"fid": None, "kid": None, "kid_se": None}
+        feats = self.features(images, label)
+        scores = {"fid": round(self.reference.distance(*gaussian_stats(feats)), 3), "kid_se": None}
+        if len(feats) >= 3:
+            value, se = kid_with_error(feats, self.reference_features)
+            scores["kid_se"] = round(se * KID_SCALE, 3)
         else:
-            feats = inception_features(self.net, images, self.batch_size, self.device, label)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            np.save(path, feats.astype(np.float32))
-        return round(self.reference.distance(*gaussian_stats(feats)), 3)
+            value = kid(feats, self.reference_features)
+        scores["kid"] = round(value * KID_SCALE, 3)
+        return scores
+
+    def kid_difference(self, images_a: np.ndarray, images_b: np.ndarray) -> tuple[float, float]:
+        """KID(a) − KID(b) (x 10^3) of two outputs for the same test images, and its paired error."""
+        diff, se = kid_difference(self.features(images_a, "a"), self.features(images_b, "b"), self.reference_features)
+        return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
 
     def prune(self) -> None:
         """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
@@ -69,26 +93,37 @@ class FID:
                 path.unlink()
 
 
-def baselines(fid: FID, masked, mask64, gt, recon, telea, blend: str) -> list[dict]:
+def entries(s: dict, *outputs: str) -> dict:
+    """Scores {"fid", "kid", "kid_se"} as a row's fid_<output>, kid_<output>, kid_<output>_se, for each
+    output they stand for."""
+    return {f"{metric}_{output}{suffix}": s[metric + suffix] for output in outputs
+            for metric, suffix in (("fid", ""), ("kid", ""), ("kid", "_se"))}
+
+
+def scored(scores: InceptionScores, images: np.ndarray, label: str, *outputs: str) -> dict:
+    return entries(scores(images, label), *outputs)
+
+
+def baselines(scores: InceptionScores, masked, mask64, gt, recon, telea, blend: str) -> list[dict]:
     rows = []
     for name, images in (("grey-hole input", masked),
                          ("OpenCV Telea", telea),
                          ("OpenCV Navier-Stokes", opencv_inpaint(masked, mask64, "ns"))):
-        score = fid(images, name)  # the known pixels are the input's own: raw and composite coincide
-        rows.append({"name": name, "kind": "baseline", "fid_raw": score, "fid_composite": score,
+        # the known pixels are the input's own: raw and composite coincide
+        rows.append({"name": name, "kind": "baseline", **scored(scores, images, name, "raw", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(images, gt, mask64), 3)})
     if recon is not None:  # the true tokens decoded: what a perfect stage 2 would give with this stage 1
         comp = blender(blend, mask64)(recon, masked)
-        rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", "fid_raw": fid(recon, "floor"),
-                     "fid_composite": fid(comp, "floor composite"),
+        rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", **scored(scores, recon, "floor", "raw"),
+                     **scored(scores, comp, "floor composite", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)})
-    if fid.heldout is not None:  # real images other than the test set's: no holes, so no hole PSNR
-        rows.append({"name": "held-out real images", "kind": "reference", "fid_raw": fid.heldout,
-                     "fid_composite": fid.heldout, "hole_psnr": None})
+    if scores.heldout["fid"] is not None:  # real images other than the test set's: no holes, so no hole PSNR
+        rows.append({"name": "held-out real images", "kind": "reference", **entries(scores.heldout, "raw", "composite"),
+                     "hole_psnr": None})
     return rows
 
 
-def configurations(fid: FID, mask64, gt) -> list[dict]:
+def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
     rows = []
     for folder in sorted(RESULTS.glob("*/summary.json")):
         s = json.loads(folder.read_text())
@@ -96,14 +131,25 @@ def configurations(fid: FID, mask64, gt) -> list[dict]:
         raw, comp = np.load(out / "raw.npy"), np.load(out / "composite.npy")
         rows.append({"name": s["name"], "kind": "headline" if s["name"] == "headline" else "sweep",
                      "schedule": s["schedule"], "T": s["T"], "sweet_spot": s["sweet_spot"],
-                     "steps_run": s["steps_run"], "fid_raw": fid(raw, s["name"] + " raw"),
-                     "fid_composite": fid(comp, s["name"] + " composite"),
+                     "steps_run": s["steps_run"], **scored(scores, raw, s["name"] + " raw", "raw"),
+                     **scored(scores, comp, s["name"] + " composite", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3),
                      "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
                      "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
     if not rows:
         raise FileNotFoundError(f"no inpainting results under {RESULTS}: run the `inpaint` stages first")
     return rows
+
+
+def compare_with_best(scores: InceptionScores, rows: list[dict], best: dict, primary: str) -> None:
+    """Each configuration's KID minus the best one's (by the primary FID), on the primary output, with the
+    paired error: whether the best's lead holds on this test set."""
+    output = "composite.npy" if primary == "fid_composite" else "raw.npy"
+    best_images = np.load(RESULTS / best["name"] / output)
+    for row in rows:
+        if row.get("schedule") and len(best_images) >= 3:
+            row["kid_vs_best"], row["kid_vs_best_se"] = scores.kid_difference(np.load(RESULTS / row["name"] / output),
+                                                                              best_images)
 
 
 def samples_picture(name: str, masked, telea, gt) -> np.ndarray:
@@ -141,15 +187,17 @@ def main() -> None:
     check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()
-    fid = FID(device, cfg["evaluate"]["batch_size"])
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"])
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
     gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
-    rows = configurations(fid, mask64, gt)
+    rows = configurations(scores, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
-    rows += baselines(fid, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
+    rows += baselines(scores, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
     primary = "fid_composite" if cfg["inpaint"]["composite"] else "fid_raw"
-    shown = report.shown_config(rows, primary, fid.available)
+    shown = report.shown_config(rows, primary, scores.available)
+    if scores.available:
+        compare_with_best(scores, rows, shown, primary)
     with atomic_file(REPORTS / "samples.png") as tmp:
         save_png(samples_picture(shown["name"], masked, telea, gt), tmp)
     with atomic_dir(REPORTS / "pictures") as pics:
@@ -161,9 +209,9 @@ def main() -> None:
                 copied.append(f"pictures/{row['name']}/{Path(pic).name}")
             if copied:
                 row["pictures"] = copied
-    report.write_all(REPORTS, rows, primary, fid.available, round(time.time() - t0, 1), shown["name"],
+    report.write_all(REPORTS, rows, primary, scores.available, round(time.time() - t0, 1), shown["name"],
                      cfg["inpaint"]["blend"])
-    fid.prune()
+    scores.prune()
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
 
 

@@ -5,8 +5,9 @@ them: the FID that a sample of different real images gets at this test set's siz
 every other FID in the report is read against (at a few hundred images FID is far from zero even
 for real images).
 
-Output: data/fid/reference.npz (features, mu, sigma, heldout_fid), keyed by DVC on the
-prepared test and validation sets.
+Output: data/fid/reference.npz (features, mu, sigma, heldout_fid, heldout_kid and, where the held-out
+images are as many as the test images, heldout_kid_se), keyed by DVC on the prepared test and validation
+sets.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from model.kid import kid, kid_with_error
 from stages.common import atomic_file, pick_device
 from stages.config import cli, run
 
@@ -36,7 +38,12 @@ def main() -> None:
         if len(heldout) > 1:  # one image has no covariance
             real = inception_features(net, heldout, batch, device, "held-out real images")
             stats["heldout_fid"] = frechet_distance(*gaussian_stats(real), mu, sigma)
-            print(f"fid_reference: {len(heldout)} held-out real images score FID {stats['heldout_fid']:.2f}")
+            if len(real) == len(feats) >= 3:  # the jackknife pairs held-out image i with test image i
+                stats["heldout_kid"], stats["heldout_kid_se"] = kid_with_error(real, feats)
+            else:
+                stats["heldout_kid"] = kid(real, feats)
+            print(f"fid_reference: {len(heldout)} held-out real images score FID {stats['heldout_fid']:.2f}, "
+                  f"KID x 10^3 {stats['heldout_kid'] * 1e3:.2f}")
     else:
         print("fid_reference: the test set has no ground truth (lab layout without data.test_gt): FID disabled")
         stats = {"available": False}

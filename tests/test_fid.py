@@ -65,20 +65,21 @@ def test_fid_grows_with_noise(net):
 
 
 def test_feature_cache_is_reused(tiny_project, monkeypatch):
-    """The evaluate stage's cache: a second FID of the same images never runs the network."""
+    """The evaluate stage's cache: a second score of the same images never runs the network."""
     monkeypatch.chdir(tiny_project.root)
     tiny_project.run("fid_reference", "evaluate.batch_size=12")
-    from stages.evaluate import FID
+    from stages.evaluate import InceptionScores
 
-    fid = FID(torch.device("cpu"), 12)
+    scores = InceptionScores(torch.device("cpu"), 12)
     images = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
-    first = fid(images, "grey")
-    fid.net = None  # calling the network now would fail
-    assert fid(images, "grey") == first
+    first = scores(images, "grey")
+    assert set(first) == {"fid", "kid", "kid_se"} and first["kid_se"] > 0
+    scores.net = None  # calling the network now would fail
+    assert scores(images, "grey") == first
     cache = tiny_project.path("data", "fid", "cache")
     (cache / "stale.npy").write_bytes(b"")  # features of an image set this run did not evaluate
-    fid.prune()
-    assert [p.name for p in cache.iterdir()] == [fid.used.pop()]
+    scores.prune()
+    assert [p.name for p in cache.iterdir()] == [scores.used.pop()]
 
 
 def test_reference_scores_held_out_real_images(tiny_project, net):
@@ -99,3 +100,9 @@ def test_reference_scores_held_out_real_images(tiny_project, net):
                 - 2 * np.linalg.norm(c1 @ c2.T, "nuc") / (n - 1))
     assert float(ref["heldout_fid"]) == pytest.approx(expected, rel=1e-4)
     assert expected > 1  # different images: far from zero at this size
+    # KID: the cubic kernel's off-diagonal means, written out here
+    off = ~np.eye(n, dtype=bool)
+    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # noqa: E731
+    expected_kid = k(x1, x1)[off].mean() + k(x2, x2)[off].mean() - 2 * k(x1, x2).mean()
+    assert float(ref["heldout_kid"]) == pytest.approx(expected_kid, rel=1e-3, abs=1e-6)
+    assert float(ref["heldout_kid_se"]) > 0  # as many held-out images as test images: paired

@@ -97,6 +97,20 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
         assert (reports / name).stat().st_size > 0
     assert len(list((reports / "pictures").glob("*/serial_*.png"))) == 5 * 2
     assert "Best configuration" in (reports / "README.md").read_text()
+    # KID beside FID: each configuration's difference to the best is the difference of their KIDs,
+    # with a paired error smaller than the sum of theirs
+    table = {r["name"]: r for r in csv.DictReader(rows)}
+    best_row = table[metrics["best"]["name"]]
+    assert float(best_row["kid_vs_best"]) == 0 and float(best_row["kid_vs_best_se"]) == 0
+    for name in ("cosine-T2-s0", "cosine-T2-s1", "cosine-T4-s1"):
+        r = table[name]
+        assert float(r["kid_vs_best"]) == pytest.approx(float(r["kid_composite"]) - float(best_row["kid_composite"]),
+                                                       abs=2e-3)
+        assert 0 < float(r["kid_vs_best_se"]) < float(r["kid_composite_se"]) + float(best_row["kid_composite_se"])
+    assert table["OpenCV Telea"]["kid_vs_best"] == ""  # baselines are not configurations
+    assert float(table["held-out real images"]["kid_raw"]) == pytest.approx(1e3 * float(reference["heldout_kid"]),
+                                                                            abs=1e-3)
+    assert "±" in (reports / "comparison.md").read_text()
     # The samples figure: the first 8 test images through the best configuration, beside the inputs.
     best = metrics["best"]["name"]
     assert f"![samples of {best}](samples.png)" in (reports / "README.md").read_text()
@@ -119,6 +133,19 @@ def test_report_shows_the_best_configuration_or_else_the_headline():
     assert shown_config(rows, "fid_composite", True)["name"] == "cosine-T4-s0"  # baselines never count
     assert shown_config(rows, "fid_composite", False)["name"] == "headline"
     assert shown_config(rows[:1], "fid_raw", False)["name"] == "cosine-T4-s0"
+
+
+def test_report_says_which_configurations_kid_does_not_tell_from_the_best():
+    def row(name, diff, se):
+        return {"name": name, "kind": "sweep", "schedule": "cosine", "T": 8, "sweet_spot": 0, "steps_run": 8,
+                "fid_raw": 9.0, "fid_composite": 5.0, "kid_vs_best": diff, "kid_vs_best_se": se}
+    best = row("best", 0.0, 0.0)
+    close, far, edge = row("close", 0.3, 0.2), row("far", 1.0, 0.2), row("edge", 0.4, 0.2)  # 1.5, 5, 2 errors
+    text = readme([best, close, far, edge], None, best, "fid_composite", True, 1.0, None, "poisson")
+    assert "KID does not tell it apart (less than two standard errors above it) from: `close`." in text
+    assert "| +0.30 ± 0.20 |" in text and "| +1.00 ± 0.20 |" in text
+    text = readme([best, far], None, best, "fid_composite", True, 1.0, None, "poisson")
+    assert "Its lead holds by KID" in text
 
 
 def test_report_names_a_one_pass_best_as_one_pass():
