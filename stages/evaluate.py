@@ -80,7 +80,7 @@ class InceptionScores:
         scores["kid"] = round(value * KID_SCALE, 3)
         return scores
 
-    def kid_difference(self, images_a: np.ndarray, images_b: np.ndarray) -> tuple[float, float]:
+    def kid_vs(self, images_a: np.ndarray, images_b: np.ndarray) -> tuple[float, float]:
         """KID(a) − KID(b) (x 10^3) of two outputs for the same test images, and its paired error."""
         diff, se = kid_difference(self.features(images_a, "a"), self.features(images_b, "b"), self.reference_features)
         return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
@@ -148,8 +148,8 @@ def compare_with_best(scores: InceptionScores, rows: list[dict], best: dict, pri
     best_images = np.load(RESULTS / best["name"] / output)
     for row in rows:
         if row.get("schedule") and len(best_images) >= 3:
-            row["kid_vs_best"], row["kid_vs_best_se"] = scores.kid_difference(np.load(RESULTS / row["name"] / output),
-                                                                              best_images)
+            images = np.load(RESULTS / row["name"] / output)
+            row["kid_vs_best"], row["kid_vs_best_se"] = scores.kid_vs(images, best_images)
 
 
 def samples_picture(name: str, masked, telea, gt) -> np.ndarray:

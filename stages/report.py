@@ -163,7 +163,8 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
            "images (a jackknife: how much the score would move with another test set of this size); near 0 it can go "
            "negative. `kid vs best` is a configuration's KID minus the best configuration's, with the error of that "
            "difference on the same test images, which is far smaller than either KID's own: it says whether the "
-           "best's lead holds.",
+           "best's lead holds for these models. The errors cover the test images' sampling, not the training's: "
+           "the same recipe trained again with another seed can move every score by more.",
            ""]
     if not fid_available:
         out += ["**FID is disabled**: the test set has no ground truth (give the lab's `test_gt.csv` as "
