@@ -15,49 +15,65 @@ from __future__ import annotations
 import numpy as np
 
 
+KID_SCALE = 1e3  # KID is reported x 10^3, as papers do
+
+
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x, y = x.astype(np.float64), y.astype(np.float64)
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
-def kid(x: np.ndarray, y: np.ndarray) -> float:
-    """The unbiased MMD² of feature sets x (m, d) and y (n, d); m and n may differ (each at least 2)."""
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    m, n = len(x), len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2 * kxy.sum() / (m * n))
+def _off_diagonal_row_sums(k: np.ndarray) -> np.ndarray:
+    return k.sum(1) - np.diag(k)
 
 
-def _leave_one_out(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """The unbiased MMD² of paired x, y (n each) and its n values with pair i deleted."""
-    n = len(x)
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    rows_xx, rows_yy = kxx.sum(1) - np.diag(kxx), kyy.sum(1) - np.diag(kyy)  # each row's off-diagonal sum
-    cross_i = kxy.sum(1) + kxy.sum(0) - np.diag(kxy)  # the cross terms with x_i or y_i in them
-    sxx, syy, sxy = rows_xx.sum(), rows_yy.sum(), kxy.sum()
-    full = (sxx + syy) / (n * (n - 1)) - 2 * sxy / n**2
-    loo = (sxx - 2 * rows_xx + syy - 2 * rows_yy) / ((n - 1) * (n - 2)) - 2 * (sxy - cross_i) / (n - 1) ** 2
-    return float(full), loo
+class KernelReference:
+    """Reference features (n, d) with their own kernel sums taken once, so that each set scored against
+    them costs two kernel matrices."""
+
+    def __init__(self, y: np.ndarray):
+        self.y = y
+        self.rows_yy = _off_diagonal_row_sums(polynomial_kernel(y, y))
+
+    def score(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """The unbiased MMD² of x (m, d) against the reference (m and n may differ, each at least 2), and,
+        where x is paired with it row by row (m = n ≥ 3), its n values with pair i deleted."""
+        m, n = len(x), len(self.y)
+        kxx, kxy = polynomial_kernel(x, x), polynomial_kernel(x, self.y)
+        rows_xx = _off_diagonal_row_sums(kxx)
+        sxx, syy, sxy = rows_xx.sum(), self.rows_yy.sum(), kxy.sum()
+        full = float(sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * sxy / (m * n))
+        if m != n or n < 3:
+            return full, None
+        cross_i = kxy.sum(1) + kxy.sum(0) - np.diag(kxy)  # the cross terms with x_i or y_i in them
+        loo = (sxx - 2 * rows_xx + syy - 2 * self.rows_yy) / ((n - 1) * (n - 2)) - 2 * (sxy - cross_i) / (n - 1) ** 2
+        return full, loo
 
 
-def _jackknife_se(loo: np.ndarray) -> float:
+def jackknife_se(loo: np.ndarray) -> float:
+    """The standard error from a statistic's leave-one-out values."""
     n = len(loo)
     return float(np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum()))
 
 
-def kid_with_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """KID of x against y, paired row by row (n ≥ 3 each), and its jackknife standard error."""
-    if len(x) != len(y) or len(x) < 3:
-        raise ValueError(f"paired feature sets of at least 3 rows expected, got {len(x)} and {len(y)}")
-    full, loo = _leave_one_out(x, y)
-    return full, _jackknife_se(loo)
+def kid(x: np.ndarray, y: np.ndarray) -> float:
+    """The unbiased MMD² of feature sets x (m, d) and y (n, d); m and n may differ (each at least 2)."""
+    return KernelReference(y).score(x)[0]
+
+
+def kid_with_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+    """KID of x against y and its jackknife standard error; the error is None unless the sets are paired
+    row by row (as many rows, at least 3)."""
+    full, loo = KernelReference(y).score(x)
+    return full, None if loo is None else jackknife_se(loo)
 
 
 def kid_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """KID(a, y) − KID(b, y) for two outputs a, b of the same test images y (rows paired), and the
     jackknife standard error of that difference: far smaller than either KID's own error, since both
     share the test images' sampling."""
-    if not len(a) == len(b) == len(y) or len(y) < 3:
+    reference = KernelReference(y)
+    (full_a, loo_a), (full_b, loo_b) = reference.score(a), reference.score(b)
+    if loo_a is None or loo_b is None:
         raise ValueError(f"paired feature sets of at least 3 rows expected, got {len(a)}, {len(b)}, {len(y)}")
-    (full_a, loo_a), (full_b, loo_b) = _leave_one_out(a, y), _leave_one_out(b, y)
-    return full_a - full_b, _jackknife_se(loo_a - loo_b)
+    return full_a - full_b, jackknife_se(loo_a - loo_b)

@@ -21,7 +21,7 @@ import numpy as np
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
-from model.kid import kid, kid_difference, kid_with_error
+from model.kid import KID_SCALE, KernelReference, jackknife_se
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
 from stages.config import cli, require_choice, require_ints, run
@@ -35,15 +35,13 @@ REPORTS = Path("reports")
 SAMPLES = 8  # the first test images: the same ones in every experiment
 
 
-KID_SCALE = 1e3  # KID is reported x 10^3, as papers do
-
-
 class InceptionScores:
     """FID and KID against the test set's ground truth, with features cached by the content of the image
-    set. KID comes with its jackknife standard error over the test images (model/kid.py)."""
+    set. KID comes with its jackknife standard error over the test images (model/kid.py); each scored set's
+    leave-one-out values are kept by label, so a difference between two sets costs no second pass."""
 
     def __init__(self, device, batch_size: int):
-        self.used = set()
+        self.used, self.leave_one_out = set(), {}
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         # held-out real images against the reference (fid_reference): the yardstick at this test size
@@ -51,7 +49,7 @@ class InceptionScores:
                         if "heldout_" + k in ref else None for k in ("fid", "kid", "kid_se")}
         if self.available:
             self.reference = FrechetReference(ref["mu"], ref["sigma"])
-            self.reference_features = ref["features"]
+            self.kid_reference = KernelReference(ref["features"])
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
 
     def features(self, images: np.ndarray, label: str) -> np.ndarray:
@@ -66,24 +64,24 @@ class InceptionScores:
         return feats
 
     def __call__(self, images: np.ndarray, label: str) -> dict:
-        """{"fid", "kid", "kid_se"} of the images (KID x 10^3); None each without ground truth, the errors
+        """{"fid", "kid", "kid_se"} of the images (KID x 10^3); None each without ground truth, the error
         None below 3 images."""
         if not self.available:
             return {"fid": None, "kid": None, "kid_se": None}
         feats = self.features(images, label)
-        scores = {"fid": round(self.reference.distance(*gaussian_stats(feats)), 3), "kid_se": None}
-        if len(feats) >= 3:
-            value, se = kid_with_error(feats, self.reference_features)
-            scores["kid_se"] = round(se * KID_SCALE, 3)
-        else:
-            value = kid(feats, self.reference_features)
-        scores["kid"] = round(value * KID_SCALE, 3)
-        return scores
+        value, loo = self.kid_reference.score(feats)
+        if loo is not None:
+            self.leave_one_out[label] = value, loo
+        return {"fid": round(self.reference.distance(*gaussian_stats(feats)), 3), "kid": round(value * KID_SCALE, 3),
+                "kid_se": None if loo is None else round(jackknife_se(loo) * KID_SCALE, 3)}
 
-    def kid_vs(self, images_a: np.ndarray, images_b: np.ndarray) -> tuple[float, float]:
-        """KID(a) − KID(b) (x 10^3) of two outputs for the same test images, and its paired error."""
-        diff, se = kid_difference(self.features(images_a, "a"), self.features(images_b, "b"), self.reference_features)
-        return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
+    def kid_vs(self, label_a: str, label_b: str) -> tuple[float, float] | None:
+        """KID(a) − KID(b) (x 10^3) of two sets scored above for the same test images, and its paired
+        error; None where either has no leave-one-out values."""
+        if label_a not in self.leave_one_out or label_b not in self.leave_one_out:
+            return None
+        (value_a, loo_a), (value_b, loo_b) = self.leave_one_out[label_a], self.leave_one_out[label_b]
+        return round((value_a - value_b) * KID_SCALE, 3), round(jackknife_se(loo_a - loo_b) * KID_SCALE, 3)
 
     def prune(self) -> None:
         """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
@@ -131,8 +129,8 @@ def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
         raw, comp = np.load(out / "raw.npy"), np.load(out / "composite.npy")
         rows.append({"name": s["name"], "kind": "headline" if s["name"] == "headline" else "sweep",
                      "schedule": s["schedule"], "T": s["T"], "sweet_spot": s["sweet_spot"],
-                     "steps_run": s["steps_run"], **scored(scores, raw, s["name"] + " raw", "raw"),
-                     **scored(scores, comp, s["name"] + " composite", "composite"),
+                     "steps_run": s["steps_run"], **scored(scores, raw, f"{s['name']} raw", "raw"),
+                     **scored(scores, comp, f"{s['name']} composite", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3),
                      "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
                      "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
@@ -144,12 +142,11 @@ def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
 def compare_with_best(scores: InceptionScores, rows: list[dict], best: dict, primary: str) -> None:
     """Each configuration's KID minus the best one's (by the primary FID), on the primary output, with the
     paired error: whether the best's lead holds on this test set."""
-    output = "composite.npy" if primary == "fid_composite" else "raw.npy"
-    best_images = np.load(RESULTS / best["name"] / output)
+    output = primary.split("_")[1]
     for row in rows:
-        if row.get("schedule") and len(best_images) >= 3:
-            images = np.load(RESULTS / row["name"] / output)
-            row["kid_vs_best"], row["kid_vs_best_se"] = scores.kid_vs(images, best_images)
+        diff = scores.kid_vs(f"{row['name']} {output}", f"{best['name']} {output}") if row.get("schedule") else None
+        if diff is not None:
+            row["kid_vs_best"], row["kid_vs_best_se"] = diff
 
 
 def samples_picture(name: str, masked, telea, gt) -> np.ndarray:

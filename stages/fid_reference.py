@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
-from model.kid import kid, kid_with_error
+from model.kid import KID_SCALE, kid_with_error
 from stages.common import atomic_file, pick_device
 from stages.config import cli, run
 
@@ -38,12 +38,12 @@ def main() -> None:
         if len(heldout) > 1:  # one image has no covariance
             real = inception_features(net, heldout, batch, device, "held-out real images")
             stats["heldout_fid"] = frechet_distance(*gaussian_stats(real), mu, sigma)
-            if len(real) == len(feats) >= 3:  # the jackknife pairs held-out image i with test image i
-                stats["heldout_kid"], stats["heldout_kid_se"] = kid_with_error(real, feats)
-            else:
-                stats["heldout_kid"] = kid(real, feats)
+            # the jackknife pairs held-out image i with test image i: no error where they are fewer
+            stats["heldout_kid"], se = kid_with_error(real, feats)
+            if se is not None:
+                stats["heldout_kid_se"] = se
             print(f"fid_reference: {len(heldout)} held-out real images score FID {stats['heldout_fid']:.2f}, "
-                  f"KID x 10^3 {stats['heldout_kid'] * 1e3:.2f}")
+                  f"KID x 10^3 {stats['heldout_kid'] * KID_SCALE:.2f}")
     else:
         print("fid_reference: the test set has no ground truth (lab layout without data.test_gt): FID disabled")
         stats = {"available": False}

@@ -33,11 +33,10 @@ def markdown_table(rows: list[dict], primary: str) -> str:
             "hole_psnr", "decode_seconds", "images_per_s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [fmt(r.get(c)) for c in head[:6]]
-        cells += [with_error(r.get(kid), r.get(kid + "_se")),
-                  with_error(r.get("kid_vs_best"), r.get("kid_vs_best_se"), sign=True)]
-        cells += [fmt(r.get(c)) for c in head[8:]]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = {c: fmt(r.get(c)) for c in COLUMNS} | {
+            f"{kid} ×10³": with_error(r.get(kid), r.get(kid + "_se")),
+            "kid vs best ×10³": with_error(r.get("kid_vs_best"), r.get("kid_vs_best_se"), sign=True)}
+        lines.append("| " + " | ".join(cells[h] for h in head) + " |")
     return "\n".join(lines) + "\n"
 
 
