@@ -2,42 +2,42 @@
 # The lab profile and the GPU benchmarks on a lent device machine (PyTorch with CUDA, no DVC), in two
 # calls on one warm machine, each within a device call's 10 minutes:
 #
-#   bash bench/gpu_session.sh train   # prepare, vqgan, tokens, train (run 7: 462 s)
-#   bash bench/gpu_session.sh rest    # the sweep and headline, fid_reference, evaluate, bench.stage2 whole
-#                                     # (profiled) and regional at 256, regional at 64; results under $OUT (run 7, 18
-#                                     # sweep points: 299 s, of which the benchmarks about 145)
+#   bash bench/gpu_session.sh stage1  # prepare, vqgan, tokens (run 8, H200: 326 s)
+#   bash bench/gpu_session.sh rest    # train, the sweep and headline, fid_reference, evaluate, then bench.stage2
+#                                     # whole (profiled) and block by block at 256 and at 64; results under $OUT
+#                                     # (run 8: 255 s without the benchmarks; run 7's three took about 145 s)
 #
-# Run 7 held the H100 for 807 s in all (start and transfers included) of a session's 900.
+# Run 8 held the H200 for 698 s in all (start, transfers and a 65 s benchmark call included) of a session's 900.
 #
 # Needs the cats64 images in .data/cats64 (cp -r ../shared/data/cats64 .data/: 33 MB). FID on the
 # device needs pytorch-fid's Inception weights (default_1.pt, 87 MB; a call carries 64 MiB at most), in
 # two parts: head -c 30000000 default_1.pt > .data/fid_part_00; tail -c +30000001 default_1.pt >
 # .data/fid_part_01; carry .data/cats64 and .data/fid_part_00 in the first call, .data/fid_part_01 in
-# the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=2400";
+# the second. Without them `evaluate` is skipped. Extra settings: OVERRIDES="-S vqgan.steps=1200";
 # BENCH=0 skips the benchmarks.
 set -euo pipefail
 set -f  # OVERRIDES is split on spaces but not globbed: -S sweep.T=[4] is not a file pattern
 cd "$(dirname "$0")/.."
-phase=${1:?usage: bash bench/gpu_session.sh train|rest}
-[[ $phase == train || $phase == rest ]] || { echo "gpu_session: unknown phase '$phase' (train or rest)" >&2; exit 2; }
+phase=${1:?usage: bash bench/gpu_session.sh stage1|rest}
+[[ $phase == stage1 || $phase == rest ]] || { echo "gpu_session: unknown phase '$phase' (stage1 or rest)" >&2; exit 2; }
 out=${OUT:-gpu_session_out}
 mkdir -p "$out"
 run_all=(python3 -m stages.run_all -S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
 
 case "$phase" in
-train)
+stage1)
     [ -d .data/cats64 ] || { echo "gpu_session: .data/cats64 is missing (carry it)" >&2; exit 2; }
     if command -v nvidia-smi > /dev/null; then
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
         python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/gpu.txt"
     fi
-    "${run_all[@]}" --skip inpaint fid_reference evaluate 2>&1 | tee "$out/train.log"
-    cp reports/timings.json "$out/timings_train.json"
-    # reports/ is tracked, so the next call's copy of the working tree overwrites these two folders
-    tar czf "$out/reports_train.tar.gz" reports/vqgan reports/train
+    "${run_all[@]}" --skip train inpaint fid_reference evaluate 2>&1 | tee "$out/stage1.log"
+    cp reports/timings.json "$out/timings_stage1.json"
+    # reports/ is tracked, so the next call's copy of the working tree overwrites this folder
+    tar czf "$out/reports_vqgan.tar.gz" reports/vqgan
     ;;
 rest)
-    skip=(prepare vqgan tokens train)
+    skip=(prepare vqgan tokens)
     if [ -f .data/fid_part_00 ] && [ -f .data/fid_part_01 ]; then
         cat .data/fid_part_00 .data/fid_part_01 > .data/default_1.pt
         export MASKGIT_FID_WEIGHTS=.data/default_1.pt
