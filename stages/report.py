@@ -62,25 +62,40 @@ BASELINE_STYLES = (("C7", ":"), ("C9", "--"), ("C6", "-."), ("C8", (0, (5, 1, 1,
 def fid_figure(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[dict], primary: str, title: str):
     """FID against `x_key`: a panel for each output (the primary first), a line for each group of
     configurations, a horizontal line for each baseline, and one legend beside the panels (labels in
-    the plot overlapped where baselines score alike, as the two OpenCV methods do)."""
+    the plot overlapped where baselines score alike, as the two OpenCV methods do). Where every row
+    carries `kid_vs_best`, a third panel: each configuration's KID minus the best one's, with bars of
+    two paired standard errors, so a bar that crosses zero is a configuration not told apart from the best."""
     outputs = (primary, "fid_raw" if primary == "fid_composite" else "fid_composite")
-    groups = {}
+    by_key = {}
     for r in rows:
-        groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharex=True, layout="constrained")
+        by_key.setdefault(tuple(r[k] for k in group_keys), []).append(r)
+    groups = [(key, sorted(members, key=lambda r: r[x_key]))
+              for key, members in sorted(by_key.items(), key=lambda kv: str(kv[0]))]
+    with_kid = all(r.get("kid_vs_best") is not None for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_kid else 2, figsize=(15 if with_kid else 10, 4), dpi=110, sharex=True,
+                             layout="constrained")
     for ax, output in zip(axes, outputs):
-        for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
-            members = sorted(members, key=lambda r: r[x_key])
+        for i, (key, members) in enumerate(groups):
             label = ", ".join(f"{k}={v}" if k != "schedule" else str(v) for k, v in zip(group_keys, key))
             ax.plot([r[x_key] for r in members], [r[output] for r in members], marker="o", color=f"C{i}", label=label)
         for j, b in enumerate(baselines):
             if b[output] is not None:
                 colour, dashes = BASELINE_STYLES[j % len(BASELINE_STYLES)]
                 ax.axhline(b[output], color=colour, lw=1.2, ls=dashes, label=b["name"])
-        ax.set_xticks(sorted({r[x_key] for r in rows}))
-        ax.set_xlabel(x_key)
         ax.set_ylabel("FID")
         ax.set_title(output.split("_")[1] + (" (primary output)" if output == primary else ""), fontsize=10)
+    if with_kid:
+        ax = axes[2]
+        for i, (_, members) in enumerate(groups):
+            shift = 0.06 * (i - (len(groups) - 1) / 2)  # side by side, so that bars at one x stay readable
+            ax.errorbar([r[x_key] + shift for r in members], [r["kid_vs_best"] for r in members],
+                        yerr=[2 * r["kid_vs_best_se"] for r in members], marker="o", color=f"C{i}", capsize=3)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylabel("KID x 10³ minus the best's")
+        ax.set_title(f"KID against the best, {primary.split('_')[1]} (bars: 2 standard errors)", fontsize=10)
+    for ax in axes:
+        ax.set_xticks(sorted({r[x_key] for r in rows}))
+        ax.set_xlabel(x_key)
     fig.suptitle(title)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8)
     return fig
@@ -189,7 +204,12 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
                 "decode and its composite, and the ground truth (when the test set has one).", "",
                 f"![samples of {samples}](samples.png)", ""]
     if fid_available:
-        out += ["## Plots", "", "![FID against T](fid_vs_T.png)", "",
+        kid_panel = all(r.get("kid_vs_best") is not None for r in rows if r.get("schedule"))
+        out += ["## Plots", ""]
+        if kid_panel:
+            out += ["The third panel is `kid vs best`: a bar that crosses zero (two standard errors either side) is a "
+                    "configuration KID does not tell apart from the best.", ""]
+        out += ["![FID against T](fid_vs_T.png)", "",
                 "![FID against the sweet spot](fid_vs_sweet_spot.png)", ""]
     out += ["## The models", "",
             "Stage 1 (the VQGAN): reconstructions of fixed validation images in [vqgan/recon.png](vqgan/recon.png), "

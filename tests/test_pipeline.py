@@ -191,6 +191,38 @@ def test_fid_plot_draws_each_output_and_names_every_baseline():
         plt.close(fig)
 
 
+def test_fid_plot_shows_kid_against_the_best_with_two_error_bars():
+    """With KID differences in the rows, a third panel draws each one with a bar of +-2 paired errors, so a
+    bar across zero reads as "not told apart"; rows without them keep the two FID panels."""
+    import matplotlib.pyplot as plt
+
+    sweep = [{"name": f"{sc}-T{T}-s0", "schedule": sc, "T": T, "sweet_spot": 0, "steps_run": T,
+              "fid_raw": 90.0 + T, "fid_composite": 18.0 + T / 4, "kid_vs_best": 0.1 * T + (sc == "linear"),
+              "kid_vs_best_se": 0.01 * T} for sc in ("cosine", "linear") for T in (4, 8)]
+    fig = fid_figure(sweep, "T", ("schedule",), [], "fid_composite", "title")
+    try:
+        kid = fig.axes[2]
+        assert "KID" in kid.get_title() and "2 standard errors" in kid.get_title()
+        bars = {}
+        for container in kid.containers:
+            (segments,) = [c.get_segments() for c in container.lines[2]]
+            for (x, low), (_, high) in segments:
+                bars[round(x)] = bars.get(round(x), []) + [(low, high)]
+        for T in (4, 8):
+            expected = sorted((r["kid_vs_best"] - 2 * r["kid_vs_best_se"], r["kid_vs_best"] + 2 * r["kid_vs_best_se"])
+                              for r in sweep if r["T"] == T)
+            assert sorted(bars[T]) == pytest.approx(expected)
+        assert any(list(line.get_ydata()) == [0, 0] for line in kid.get_lines())  # the zero line
+    finally:
+        plt.close(fig)
+    fig = fid_figure([{k: v for k, v in r.items() if not k.startswith("kid")} for r in sweep], "T", ("schedule",), [],
+                     "fid_composite", "title")
+    try:
+        assert len(fig.axes) == 2
+    finally:
+        plt.close(fig)
+
+
 def test_report_explains_only_the_rows_it_has():
     """The floor's and the held-out row's explanations follow their rows: an old reference.npz has no
     held-out FID, a run without ground-truth tokens no floor."""
