@@ -68,12 +68,21 @@ def kid_with_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
     return full, None if loo is None else jackknife_se(loo)
 
 
+def paired_difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, float]:
+    """KID(a) − KID(b) and the jackknife standard error of that difference, from each set's (KID,
+    leave-one-out values) as `KernelReference.score` gives them against the same reference."""
+    (full_a, loo_a), (full_b, loo_b) = a, b
+    if len(loo_a) != len(loo_b):
+        raise ValueError(f"leave-one-out values of the same test images expected, got {len(loo_a)} and {len(loo_b)}")
+    return full_a - full_b, jackknife_se(np.asarray(loo_a) - np.asarray(loo_b))
+
+
 def kid_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """KID(a, y) − KID(b, y) for two outputs a, b of the same test images y (rows paired), and the
     jackknife standard error of that difference: far smaller than either KID's own error, since both
     share the test images' sampling."""
     reference = KernelReference(y)
-    (full_a, loo_a), (full_b, loo_b) = reference.score(a), reference.score(b)
-    if loo_a is None or loo_b is None:
+    score_a, score_b = reference.score(a), reference.score(b)
+    if score_a[1] is None or score_b[1] is None:
         raise ValueError(f"paired feature sets of at least 3 rows expected, got {len(a)}, {len(b)}, {len(y)}")
-    return full_a - full_b, jackknife_se(loo_a - loo_b)
+    return paired_difference(score_a, score_b)

@@ -21,7 +21,7 @@ import numpy as np
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
-from model.kid import KID_SCALE, KernelReference, jackknife_se
+from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
 from stages.config import cli, require_choice, require_ints, run
@@ -33,6 +33,12 @@ CACHE = Path("data/fid/cache")
 RESULTS = Path("results/inpaint")
 REPORTS = Path("reports")
 SAMPLES = 8  # the first test images: the same ones in every experiment
+FLOOR = "stage-1 reconstruction (floor)"
+
+
+def content_key(images: np.ndarray) -> str:
+    """A name for an image set by its content: the same images give the same key."""
+    return hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
 
 
 class InceptionScores:
@@ -53,8 +59,7 @@ class InceptionScores:
             self.net, self.device, self.batch_size = load_inception(device), device, batch_size
 
     def features(self, images: np.ndarray, label: str) -> np.ndarray:
-        key = hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
-        path = CACHE / f"{key}.npy"
+        path = CACHE / f"{content_key(images)}.npy"
         self.used.add(path.name)
         if path.exists():
             return np.load(path)
@@ -80,8 +85,8 @@ class InceptionScores:
         error; None where either has no leave-one-out values."""
         if label_a not in self.leave_one_out or label_b not in self.leave_one_out:
             return None
-        (value_a, loo_a), (value_b, loo_b) = self.leave_one_out[label_a], self.leave_one_out[label_b]
-        return round((value_a - value_b) * KID_SCALE, 3), round(jackknife_se(loo_a - loo_b) * KID_SCALE, 3)
+        diff, se = paired_difference(self.leave_one_out[label_a], self.leave_one_out[label_b])
+        return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
 
     def prune(self) -> None:
         """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
@@ -110,15 +115,21 @@ def baselines(scores: InceptionScores, masked, mask64, gt, recon, telea, blend: 
         # the known pixels are the input's own: raw and composite coincide
         rows.append({"name": name, "kind": "baseline", **scored(scores, images, name, "raw", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(images, gt, mask64), 3)})
-    if recon is not None:  # the true tokens decoded: what a perfect stage 2 would give with this stage 1
-        comp = blender(blend, mask64)(recon, masked)
-        rows.append({"name": "stage-1 reconstruction (floor)", "kind": "floor", **scored(scores, recon, "floor", "raw"),
-                     **scored(scores, comp, "floor composite", "composite"),
-                     "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)})
+    if recon is not None:
+        rows.append(floor_row(scores, recon, masked, mask64, gt, blend))
     if scores.heldout["fid"] is not None:  # real images other than the test set's: no holes, so no hole PSNR
         rows.append({"name": "held-out real images", "kind": "reference", **entries(scores.heldout, "raw", "composite"),
                      "hole_psnr": None})
     return rows
+
+
+def floor_row(scores: InceptionScores, recon, masked, mask64, gt, blend: str) -> dict:
+    """The stage-1 floor: the test images' true tokens decoded (what a perfect stage 2 would give with this
+    stage 1), raw and put into the input as the composites are."""
+    comp = blender(blend, mask64)(recon, masked)
+    return {"name": FLOOR, "kind": "floor", **scored(scores, recon, "floor", "raw"),
+            **scored(scores, comp, "floor composite", "composite"),
+            "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)}
 
 
 def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:

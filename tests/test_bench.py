@@ -1,7 +1,10 @@
 """The benchmarks' helpers: the plateau benchmark's reference line (the code entropy, shared with the
-codebook perplexity) against closed forms and a tiny end-to-end run; the profile's kernel kinds."""
+codebook perplexity) against closed forms and a tiny end-to-end run; the profile's kernel kinds; the
+stage-1 floor tool's errors against a recomputation from its saved values."""
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +14,9 @@ import torch
 from bench.common import gpu_kernel_times, kernel_kind, time_by_kind
 from bench.plateau import escape_step
 from model.vqgan_training import code_entropy, codebook_stats
-from conftest import REPO
+import pytest
+
+from conftest import REPO, TINY, Project
 
 
 def test_code_entropy_and_perplexity_closed_forms():
@@ -94,3 +99,53 @@ def test_gpu_kernel_times_count_each_kernel_once():
               event("aten::_softmax", 50, 60, DeviceType.CPU), event("triton_per_fused__softmax_0", 52, 57, DeviceType.CUDA),
               event("sm90_xmma_gemm_bf16", 60, 75, DeviceType.CUDA)]
     assert gpu_kernel_times(events) == {"sm90_xmma_gemm_bf16": 45, "triton_per_fused__softmax_0": 5}
+
+
+def floor_tool(root, *args):
+    cmd = [sys.executable, "-m", "bench.floor", *[a for o in TINY for a in ("-S", o)], *args]
+    return subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def jackknife(loo) -> float:
+    loo = np.asarray(loo, dtype=np.float64)
+    return math.sqrt((len(loo) - 1) / len(loo) * ((loo - loo.mean()) ** 2).sum())
+
+
+def test_floor_tool_scores_stage_one_alone_and_pairs_two_recipes_by_test_image(tiny_project, tmp_path):
+    """bench.floor prints the floor's KID errors as the jackknife of the values it saves (recomputed here);
+    a second stage 1 (another seed) prints its KID minus the saved one with the error of the paired
+    per-image differences, recomputed here from both files; a file of other test images, or none, is
+    refused by name before any decode, leaving no --save file behind."""
+    shutil.copytree(tiny_project.root, tmp_path / "a")
+    first = Project(tmp_path / "a")
+    first.run("fid_reference", *TINY)
+    proc = floor_tool(first.root, "--save", "a.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out_a, saved_a = json.loads(proc.stdout), json.loads(first.path("a.json").read_text())
+    for output in ("raw", "composite"):
+        kept = saved_a["leave_one_out"][output]
+        assert len(kept["loo"]) == out_a["test_images"] == 12
+        assert out_a["floor"][f"kid_{output}"] == pytest.approx(kept["kid"] * 1e3, abs=1e-3)
+        assert out_a["floor"][f"kid_{output}_se"] == pytest.approx(jackknife(kept["loo"]) * 1e3, abs=1e-3)
+
+    shutil.copytree(first.root, tmp_path / "b")
+    second = Project(tmp_path / "b")
+    second.run("vqgan", *TINY, "vqgan.seed=1")
+    second.run("tokens", *TINY)
+    proc = floor_tool(second.root, "--against", str(first.path("a.json")), "--save", "b.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out_b, saved_b = json.loads(proc.stdout), json.loads(second.path("b.json").read_text())
+    (versus,) = out_b["against"]
+    for output in ("raw", "composite"):
+        diff, se = versus[f"kid_{output}_minus_saved"]
+        a, b = saved_a["leave_one_out"][output], saved_b["leave_one_out"][output]
+        assert diff == pytest.approx((b["kid"] - a["kid"]) * 1e3, abs=1e-3) and diff != 0
+        assert se == pytest.approx(jackknife(np.subtract(b["loo"], a["loo"])) * 1e3, abs=1e-3)
+
+    other = dict(saved_a, test_key="0" * 40)
+    second.path("other.json").write_text(json.dumps(other))
+    for name, message in (("other.json", "scored other test images"), ("missing.json", "not found")):
+        proc = floor_tool(second.root, "--against", name, "--save", "c.json")
+        assert proc.returncode == 2 and name in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
+        assert not second.path("c.json").exists()
