@@ -14,6 +14,14 @@ import yaml
 from PIL import Image
 
 
+def _as_if_created(path: Path) -> None:
+    """mkstemp and mkdtemp make private entries (0600, 0700); give an output the mode a plain create
+    would under the umask, so that whoever may read the project's other files can read it too."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary folder beside `path`; on success it replaces `path`, on error it vanishes."""
@@ -25,6 +33,7 @@ def atomic_dir(path: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _as_if_created(tmp)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     os.replace(tmp, path)
@@ -39,6 +48,7 @@ def atomic_file(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        _as_if_created(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
