@@ -6,6 +6,10 @@
 #   bash bench/gpu_session.sh rest    # train, the sweep and headline, fid_reference, evaluate, then bench.stage2
 #                                     # whole (profiled) and block by block at 256 and at 64; results under $OUT
 #                                     # (run 8: 255 s without the benchmarks; run 7's three took about 145 s)
+#   LABEL=name bash bench/gpu_session.sh floor  # a stage-1 recipe (OVERRIDES) judged by its floor alone
+#                                     # (bench.floor), paired with every recipe scored before it on this
+#                                     # machine; a recipe trained before the weights arrive is scored by
+#                                     # the next call that has them (stage 1 about 300 s on the H200)
 #
 # Run 8 held the H200 for 698 s in all (start, transfers and a 65 s benchmark call included) of a session's 900.
 #
@@ -18,11 +22,19 @@
 set -euo pipefail
 set -f  # OVERRIDES is split on spaces but not globbed: -S sweep.T=[4] is not a file pattern
 cd "$(dirname "$0")/.."
-phase=${1:?usage: bash bench/gpu_session.sh stage1|rest}
-[[ $phase == stage1 || $phase == rest ]] || { echo "gpu_session: unknown phase '$phase' (stage1 or rest)" >&2; exit 2; }
+phase=${1:?usage: bash bench/gpu_session.sh stage1|rest|floor}
+[[ $phase == stage1 || $phase == rest || $phase == floor ]] ||
+    { echo "gpu_session: unknown phase '$phase' (stage1, rest or floor)" >&2; exit 2; }
 out=${OUT:-gpu_session_out}
 mkdir -p "$out"
-run_all=(python3 -m stages.run_all -S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
+settings=(-S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
+run_all=(python3 -m stages.run_all "${settings[@]}")
+
+fid_weights() {  # the Inception weights from their two carried parts; false where a part is missing
+    [ -f .data/fid_part_00 ] && [ -f .data/fid_part_01 ] || return 1
+    [ -f .data/default_1.pt ] || cat .data/fid_part_00 .data/fid_part_01 > .data/default_1.pt
+    export MASKGIT_FID_WEIGHTS=.data/default_1.pt
+}
 
 case "$phase" in
 stage1)
@@ -38,10 +50,7 @@ stage1)
     ;;
 rest)
     skip=(prepare vqgan tokens)
-    if [ -f .data/fid_part_00 ] && [ -f .data/fid_part_01 ]; then
-        cat .data/fid_part_00 .data/fid_part_01 > .data/default_1.pt
-        export MASKGIT_FID_WEIGHTS=.data/default_1.pt
-    else
+    if ! fid_weights; then
         echo "gpu_session: no .data/fid_part_00 and _01: evaluate skipped" >&2
         skip+=(fid_reference evaluate)
     fi
@@ -56,6 +65,31 @@ rest)
         python3 -m bench.stage2 --compile regional > "$out/bench_stage2_regional.json"
         # what the stage's batch 128 -> 64 would cost per image (on the CPU, smaller batches learned more)
         python3 -m bench.stage2 --compile regional --batch 64 > "$out/bench_stage2_regional_b64.json"
+    fi
+    ;;
+floor)
+    label=${LABEL:?the floor phase needs LABEL=name for its recipe}
+    set +f  # the settings are split already; the kept recipes are found by pattern
+    [ -d .data/cats64 ] || { echo "gpu_session: .data/cats64 is missing (carry it)" >&2; exit 2; }
+    "${run_all[@]}" --skip train inpaint fid_reference evaluate 2>&1 | tee "$out/floor_$label.log"
+    kept=.data/floors/$label  # the recipe's stage 1, kept until it is scored
+    rm -rf "$kept" && mkdir -p "$kept"
+    cp -r models/vqgan "$kept/model" && cp -r reports/vqgan "$kept/report" && cp data/tokens/test_gt.npy "$kept/"
+    if fid_weights; then
+        [ -f data/fid/reference.npz ] || python3 -m stages.fid_reference "${settings[@]}"
+        for kept in $(ls -dtr .data/floors/*/ | sed 's:/$::'); do  # oldest first, each against those before it
+            name=$(basename "$kept")
+            [ -f ".data/floors/$name.json" ] && continue
+            rm -rf models/vqgan reports/vqgan
+            cp -r "$kept/model" models/vqgan && cp -r "$kept/report" reports/vqgan
+            cp "$kept/test_gt.npy" data/tokens/test_gt.npy
+            earlier=($(ls -tr .data/floors/*.json 2> /dev/null || true))
+            python3 -m bench.floor "${settings[@]}" --save ".data/floors/$name.json" ${earlier[@]:+--against "${earlier[@]}"} \
+                | tee "$out/floor_$name.json"
+        done
+        tar czf "$out/floors.tar.gz" .data/floors/*.json
+    else
+        echo "gpu_session: no .data/fid_part_00 and _01: $label is kept and scored by the next floor call" >&2
     fi
     ;;
 esac
