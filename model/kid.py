@@ -56,11 +56,6 @@ def jackknife_se(loo: np.ndarray) -> float:
     return float(np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum()))
 
 
-def kid(x: np.ndarray, y: np.ndarray) -> float:
-    """The unbiased MMD² of feature sets x (m, d) and y (n, d); m and n may differ (each at least 2)."""
-    return KernelReference(y).score(x)[0]
-
-
 def kid_with_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
     """KID of x against y and its jackknife standard error; the error is None unless the sets are paired
     row by row (as many rows, at least 3)."""
@@ -70,19 +65,10 @@ def kid_with_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
 
 def paired_difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, float]:
     """KID(a) − KID(b) and the jackknife standard error of that difference, from each set's (KID,
-    leave-one-out values) as `KernelReference.score` gives them against the same reference."""
+    leave-one-out values) as `KernelReference.score` gives them against the same reference: for two
+    outputs of the same test images, far smaller than either KID's own error, since both share the test
+    images' sampling."""
     (full_a, loo_a), (full_b, loo_b) = a, b
     if len(loo_a) != len(loo_b):
         raise ValueError(f"leave-one-out values of the same test images expected, got {len(loo_a)} and {len(loo_b)}")
     return full_a - full_b, jackknife_se(np.asarray(loo_a) - np.asarray(loo_b))
-
-
-def kid_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """KID(a, y) − KID(b, y) for two outputs a, b of the same test images y (rows paired), and the
-    jackknife standard error of that difference: far smaller than either KID's own error, since both
-    share the test images' sampling."""
-    reference = KernelReference(y)
-    score_a, score_b = reference.score(a), reference.score(b)
-    if score_a[1] is None or score_b[1] is None:
-        raise ValueError(f"paired feature sets of at least 3 rows expected, got {len(a)}, {len(b)}, {len(y)}")
-    return paired_difference(score_a, score_b)

@@ -59,6 +59,11 @@ BASELINE_STYLES = (("C7", ":"), ("C9", "--"), ("C6", "-."), ("C8", (0, (5, 1, 1,
                    ("C5", (0, (8, 2))))
 
 
+def has_kid_vs_best(rows: list[dict]) -> bool:
+    """Whether the plots can draw the KID panel: every configuration has its difference from the best."""
+    return all(r.get("kid_vs_best") is not None for r in rows)
+
+
 def fid_figure(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[dict], primary: str, title: str):
     """FID against `x_key`: a panel for each output (the primary first), a line for each group of
     configurations, a horizontal line for each baseline, and one legend beside the panels (labels in
@@ -71,7 +76,7 @@ def fid_figure(rows: list[dict], x_key: str, group_keys: tuple, baselines: list[
         by_key.setdefault(tuple(r[k] for k in group_keys), []).append(r)
     groups = [(key, sorted(members, key=lambda r: r[x_key]))
               for key, members in sorted(by_key.items(), key=lambda kv: str(kv[0]))]
-    with_kid = all(r.get("kid_vs_best") is not None for r in rows)
+    with_kid = has_kid_vs_best(rows)
     fig, axes = plt.subplots(1, 3 if with_kid else 2, figsize=(15 if with_kid else 10, 4), dpi=110, sharex=True,
                              layout="constrained")
     for ax, output in zip(axes, outputs):
@@ -204,9 +209,8 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
                 "decode and its composite, and the ground truth (when the test set has one).", "",
                 f"![samples of {samples}](samples.png)", ""]
     if fid_available:
-        kid_panel = all(r.get("kid_vs_best") is not None for r in rows if r.get("schedule"))
         out += ["## Plots", ""]
-        if kid_panel:
+        if has_kid_vs_best([r for r in rows if r.get("schedule")]):
             out += ["The third panel is `kid vs best`: a bar that crosses zero (two standard errors either side) is a "
                     "configuration KID does not tell apart from the best.", ""]
         out += ["![FID against T](fid_vs_T.png)", "",
