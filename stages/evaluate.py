@@ -20,7 +20,7 @@ import numpy as np
 
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import BLEND_CHOICES, blender
-from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, inception_features, load_inception
 from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
 from stages import report
 from stages.common import atomic_dir, atomic_file, pick_device, save_png
@@ -77,7 +77,7 @@ class InceptionScores:
         value, loo = self.kid_reference.score(feats)
         if loo is not None:
             self.leave_one_out[label] = value, loo
-        return {"fid": round(self.reference.distance(*gaussian_stats(feats)), 3), "kid": round(value * KID_SCALE, 3),
+        return {"fid": round(self.reference.distance(feats), 3), "kid": round(value * KID_SCALE, 3),
                 "kid_se": None if loo is None else round(jackknife_se(loo) * KID_SCALE, 3)}
 
     def kid_vs(self, label_a: str, label_b: str) -> tuple[float, float] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.kid import KID_SCALE, kid_with_error
 from stages.common import atomic_file, pick_device
 from stages.config import cli, run
@@ -37,7 +37,7 @@ def main() -> None:
         heldout = np.load(VAL)[:len(gt)]
         if len(heldout) > 1:  # one image has no covariance
             real = inception_features(net, heldout, batch, device, "held-out real images")
-            stats["heldout_fid"] = frechet_distance(*gaussian_stats(real), mu, sigma)
+            stats["heldout_fid"] = FrechetReference(mu, sigma).distance(real)
             # the jackknife pairs held-out image i with test image i: no error where they are fewer
             stats["heldout_kid"], se = kid_with_error(real, feats)
             if se is not None:

@@ -148,3 +148,11 @@ def test_floor_tool_scores_stage_one_alone_and_pairs_two_recipes_by_test_image(t
         proc = floor_tool(second.root, "--against", name, "--save", "c.json")
         assert proc.returncode == 2 and name in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
         assert not second.path("c.json").exists()
+
+
+def test_fid_benchmark_times_two_forms_of_one_distance():
+    from bench.fid import run
+
+    result = run(images=40, features=64)  # fewer images than features: the n x n form against the d x d
+    assert result["fid_n_by_n"] == pytest.approx(result["fid_d_by_d"], rel=1e-7) and result["fid_n_by_n"] > 0
+    assert result["n_by_n_seconds"] > 0 and result["d_by_d_seconds"] > 0

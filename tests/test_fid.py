@@ -4,39 +4,59 @@ import pytest
 import scipy.linalg
 import torch
 
-from model.fid import frechet_distance, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.synthetic import synthetic_faces
 
 
-def random_cov(rng, d):
-    a = rng.normal(size=(d, d))
-    return a @ a.T / d + 0.1 * np.eye(d)
+def features_with(rng, mu, cov, n):
+    """n features whose sample mean and covariance (n − 1 denominator) are exactly mu and cov (needs n > d)."""
+    d = len(mu)
+    g = rng.normal(size=(n, d))
+    q, _ = np.linalg.qr(g - g.mean(0))  # orthonormal columns, each orthogonal to the ones vector: centred
+    root = scipy.linalg.cholesky(cov, lower=True)
+    return mu + np.sqrt(n - 1) * q @ root.T
 
 
-def test_frechet_distance_matches_closed_forms():
+def test_many_images_match_closed_forms():
+    """More images than features (the root form): against the diagonal closed form and scipy's sqrtm."""
     rng = np.random.default_rng(0)
-    d = 64
+    d, n = 64, 300
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     # Diagonal covariances: FID = |Δμ|² + Σ (σ1 − σ2)² with σ the standard deviations.
     v1, v2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
+    feats = features_with(rng, mu1, np.diag(v1), n)
+    np.testing.assert_allclose(np.cov(feats, rowvar=False), np.diag(v1), atol=1e-12)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
-    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
+    assert FrechetReference(mu2, np.diag(v2)).distance(feats) == pytest.approx(expected, rel=1e-10)
     # General covariances: against scipy's sqrtm of Σ1 Σ2, in float64.
-    s1, s2 = random_cov(rng, d), random_cov(rng, d)
+    a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    s1, s2 = a @ a.T / d + 0.1 * np.eye(d), b @ b.T / d + 0.1 * np.eye(d)
+    feats = features_with(rng, mu1, s1, n)
     covmean = scipy.linalg.sqrtm(s1 @ s2).real
     expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
-    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expected, rel=1e-8)  # either set the reference
+    assert FrechetReference(mu2, s2).distance(feats) == pytest.approx(expected, rel=1e-8)
 
 
-def test_same_set_is_zero_and_singular_covariances_stay_finite():
+def test_few_images_match_the_nuclear_norm():
+    """Fewer images than features (the n x n form, as for a test set): singular covariances on both sides,
+    against Tr((Σ₁Σ₂)^½) = ‖X₁X₂ᵀ‖_* with X the centred features over √(n − 1), an SVD and no eigenproblem."""
     rng = np.random.default_rng(1)
-    feats = rng.normal(size=(20, 128))  # fewer samples than dimensions: a singular covariance
-    mu, sigma = gaussian_stats(feats)
-    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-4  # trace(sigma) is about 128
-    other = gaussian_stats(rng.normal(size=(20, 128)))
-    assert np.isfinite(frechet_distance(mu, sigma, *other))
-    assert frechet_distance(mu, sigma, *other) == pytest.approx(frechet_distance(*other, mu, sigma), rel=1e-8)
+    d = 128
+    reference = rng.normal(size=(50, d)) @ rng.normal(size=(d, d)) / 10
+    ref = FrechetReference(*gaussian_stats(reference))
+    assert abs(ref.distance(reference)) < 1e-8 * np.trace(ref.sigma)  # a set against its own statistics
+
+    def centred(f):
+        return (f - f.mean(0)) / np.sqrt(len(f) - 1)
+
+    for n in (20, d):
+        feats = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / 10 + 0.3
+        x, y = centred(feats), centred(reference)
+        expected = (np.sum((feats.mean(0) - reference.mean(0)) ** 2) + np.sum(x ** 2) + np.sum(y ** 2)
+                    - 2 * np.linalg.norm(x @ y.T, "nuc"))
+        # eigenvalues that are zero in exact arithmetic come out at rounding size, their roots at √ε of the
+        # largest: a few parts in 10⁸, where the SVD's stay at ε
+        assert ref.distance(feats) == pytest.approx(expected, rel=1e-7)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +74,12 @@ def test_features_are_stable_across_batch_sizes(net):
 
 def test_fid_grows_with_noise(net):
     real = synthetic_faces(40, seed=4)
-    ref = gaussian_stats(inception_features(net, real, 40))
+    ref = FrechetReference(*gaussian_stats(inception_features(net, real, 40)))
     rng = np.random.default_rng(0)
     fids = []
     for sigma in (0, 20, 50, 100):
         noisy = np.clip(real + rng.normal(0, sigma, real.shape), 0, 255).astype(np.uint8) if sigma else real
-        fids.append(frechet_distance(*gaussian_stats(inception_features(net, noisy, 40)), *ref))
+        fids.append(ref.distance(inception_features(net, noisy, 40)))
     assert abs(fids[0]) < 1e-3
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
 
