@@ -176,8 +176,7 @@ def recon_floor(device, gt_tokens_path: Path, batch_size: int):
         return None
     import torch
 
-    from stages.inpaint import decode_images
-    from stages.vqgan import load_frozen
+    from stages.vqgan import decode_images, load_frozen
 
     tokens = torch.from_numpy(np.load(gt_tokens_path).astype(np.int64)).to(device)
     return decode_images(load_frozen(device), tokens, batch_size)

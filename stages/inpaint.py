@@ -23,12 +23,12 @@ import torch
 
 from model.blend import BLEND_CHOICES, blender
 from model.iterative_decode import check_decode_args, iterative_decode
-from model.vqgan import VQGAN, denormalize
+from model.vqgan import VQGAN
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, write_resolved
 from stages.config import ConfigError, cli, require_choice, require_ints, run
 from stages.train import load_transformer
-from stages.vqgan import load_frozen
+from stages.vqgan import decode_images, load_frozen
 
 PREPARED = Path("data/prepared")
 TOKENS = Path("data/tokens")
@@ -37,12 +37,6 @@ RESULTS = Path("results/inpaint")
 
 def config_name(schedule: str, T: int, sweet_spot: int) -> str:
     return f"{schedule}-T{T}-s{sweet_spot}"
-
-
-@torch.inference_mode()
-def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
-    return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
-                           for chunk in tokens.split(batch_size)])
 
 
 def upscale_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:

@@ -212,5 +212,12 @@ def load_frozen(device) -> VQGAN:
     return model.to(device).eval().requires_grad_(False)
 
 
+@torch.inference_mode()
+def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Token indices (N, 256) → uint8 images (N, 64, 64, 3), decoded in batches."""
+    return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
+                           for chunk in tokens.split(batch_size)])
+
+
 if __name__ == "__main__":
     run(main)
