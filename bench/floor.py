@@ -19,9 +19,9 @@ import numpy as np
 
 from bench.common import machine
 from model.kid import KID_SCALE, paired_difference
-from stages.common import atomic_file, pick_device
+from stages.common import atomic_file, content_key, pick_device
 from stages.config import ConfigError, cli, run
-from stages.evaluate import PREPARED, REFERENCE, InceptionScores, check_params, content_key, floor_row, recon_floor
+from stages.evaluate import PREPARED, REFERENCE, InceptionScores, check_params, floor_row, recon_floor
 from stages.training import require
 
 GT_TOKENS = Path("data/tokens/test_gt.npy")
@@ -67,12 +67,9 @@ def main() -> None:
     test_key = content_key(gt)
     against = {path: read_saved(path, test_key) for path in a.against}  # every input checked before the decode
     device = pick_device(cfg["device"])
-    scores = InceptionScores(device, cfg["evaluate"]["batch_size"])
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], gt)
     if not scores.available:
         raise ConfigError(f"{REFERENCE} has no test statistics: run `fid_reference` on a test set with ground truth")
-    if len(scores.kid_reference.y) != len(gt):
-        raise ConfigError(f"{REFERENCE} is of {len(scores.kid_reference.y)} test images, {PREPARED} has {len(gt)}: "
-                          "run `fid_reference` again")
 
     recon = recon_floor(device, GT_TOKENS, cfg["inpaint"]["batch_size"])
     row = floor_row(scores, recon, masked, mask64, gt, cfg["inpaint"]["blend"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -76,6 +77,11 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every stage runs fixed shapes: pick the fastest kernels once
     return device
+
+
+def content_key(images: np.ndarray) -> str:
+    """A name for an image set by its content: the same images give the same key."""
+    return hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

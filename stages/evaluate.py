@@ -10,7 +10,6 @@ FID) and reports/README.md.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -23,8 +22,8 @@ from model.blend import BLEND_CHOICES, blender
 from model.fid import FrechetReference, inception_features, load_inception
 from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
 from stages import report
-from stages.common import atomic_dir, atomic_file, pick_device, save_png
-from stages.config import cli, require_choice, require_ints, run
+from stages.common import atomic_dir, atomic_file, content_key, pick_device, save_png
+from stages.config import ConfigError, cli, require_choice, require_ints, run
 from stages.training import image_grid, require
 
 PREPARED = Path("data/prepared/test")
@@ -36,20 +35,18 @@ SAMPLES = 8  # the first test images: the same ones in every experiment
 FLOOR = "stage-1 reconstruction (floor)"
 
 
-def content_key(images: np.ndarray) -> str:
-    """A name for an image set by its content: the same images give the same key."""
-    return hashlib.sha1(images.tobytes() + str(images.shape).encode()).hexdigest()
-
-
 class InceptionScores:
     """FID and KID against the test set's ground truth, with features cached by the content of the image
     set. KID comes with its jackknife standard error over the test images (model/kid.py); each scored set's
     leave-one-out values are kept by label, so a difference between two sets costs no second pass."""
 
-    def __init__(self, device, batch_size: int):
+    def __init__(self, device, batch_size: int, gt: np.ndarray | None):
+        """`gt`: the test set's ground truth (None without one), which the reference must be of."""
         self.used, self.leave_one_out = set(), {}
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
+        if self.available and (gt is None or "test_key" not in ref.files or str(ref["test_key"]) != content_key(gt)):
+            raise ConfigError(f"{REFERENCE} is not of the test images in {PREPARED}: run `fid_reference` again")
         # held-out real images against the reference (fid_reference): the yardstick at this test size
         self.heldout = {k: round(float(ref["heldout_" + k]) * (KID_SCALE if "kid" in k else 1), 3)
                         if "heldout_" + k in ref else None for k in ("fid", "kid", "kid_se")}
@@ -194,9 +191,9 @@ def main() -> None:
     check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()
-    scores = InceptionScores(device, cfg["evaluate"]["batch_size"])
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
     gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], gt)
     rows = configurations(scores, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")

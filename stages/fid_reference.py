@@ -5,7 +5,7 @@ them: the FID that a sample of different real images gets at this test set's siz
 every other FID in the report is read against (at a few hundred images FID is far from zero even
 for real images).
 
-Output: data/fid/reference.npz (features, mu, sigma, heldout_fid, heldout_kid and, where the held-out
+Output: data/fid/reference.npz (test_key: the test images' content key, features, mu, sigma, heldout_fid, heldout_kid and, where the held-out
 images are as many as the test images, heldout_kid_se), keyed by DVC on the prepared test and validation
 sets.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.kid import KID_SCALE, kid_with_error
-from stages.common import atomic_file, pick_device
+from stages.common import atomic_file, content_key, pick_device
 from stages.config import cli, run
 
 GT = Path("data/prepared/test/gt.npy")
@@ -33,7 +33,8 @@ def main() -> None:
         gt = np.load(GT)
         feats = inception_features(net, gt, batch, device, "fid reference")
         mu, sigma = gaussian_stats(feats)
-        stats = {"available": True, "features": feats.astype(np.float32), "mu": mu, "sigma": sigma}
+        stats = {"available": True, "test_key": content_key(gt), "features": feats.astype(np.float32), "mu": mu,
+                 "sigma": sigma}
         heldout = np.load(VAL)[:len(gt)]
         if len(heldout) > 1:  # one image has no covariance
             real = inception_features(net, heldout, batch, device, "held-out real images")

@@ -90,7 +90,8 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     tiny_project.run("fid_reference", "evaluate.batch_size=12")
     from stages.evaluate import InceptionScores
 
-    scores = InceptionScores(torch.device("cpu"), 12)
+    gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
+    scores = InceptionScores(torch.device("cpu"), 12, gt)
     images = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
     first = scores(images, "grey")
     assert set(first) == {"fid", "kid", "kid_se"} and first["kid_se"] > 0
@@ -100,6 +101,23 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     (cache / "stale.npy").write_bytes(b"")  # features of an image set this run did not evaluate
     scores.prune()
     assert [p.name for p in cache.iterdir()] == [scores.used.pop()]
+
+
+def test_scores_refuse_a_reference_of_other_test_images(tiny_project, monkeypatch):
+    """A reference.npz left from another test set (same size, one pixel changed) is refused by name before
+    any image is scored; the test set it was computed from is accepted."""
+    monkeypatch.chdir(tiny_project.root)
+    tiny_project.run("fid_reference", "evaluate.batch_size=12")
+    from stages.config import ConfigError
+    from stages.evaluate import InceptionScores
+
+    gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
+    assert InceptionScores(torch.device("cpu"), 12, gt).available
+    other = gt.copy()
+    other[-1, 0, 0, 0] ^= 1
+    for images in (other, None):
+        with pytest.raises(ConfigError, match="reference.npz is not of the test images"):
+            InceptionScores(torch.device("cpu"), 12, images)
 
 
 def test_reference_scores_held_out_real_images(tiny_project, net):
