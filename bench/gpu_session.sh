@@ -58,7 +58,9 @@ rest)
     cp reports/timings.json "$out/timings_rest.json"
     # The figures a report needs, small: metrics, tables, curves, the pictures in one archive, packed before the
     # benchmarks so that a call cut short by the device budget still returns them.
-    tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml
+    # results/leave_one_out.npz: every scored set's per-image KID values, so a later run can be paired with this one
+    tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml \
+        $(ls results/leave_one_out.npz 2> /dev/null || true)
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
         # whole, profiled: which kernels hold stage 2 at 21 % MFU (the profile adds a few seconds)
         python3 -m bench.stage2 --compile whole --profile > "$out/bench_stage2_whole.json"
@@ -79,15 +81,15 @@ floor)
         [ -f data/fid/reference.npz ] || python3 -m stages.fid_reference "${settings[@]}"
         for kept in $(ls -dtr .data/floors/*/ | sed 's:/$::'); do  # oldest first, each against those before it
             name=$(basename "$kept")
-            [ -f ".data/floors/$name.json" ] && continue
+            [ -f ".data/floors/$name.npz" ] && continue
             rm -rf models/vqgan reports/vqgan
             cp -r "$kept/model" models/vqgan && cp -r "$kept/report" reports/vqgan
             cp "$kept/test_gt.npy" data/tokens/test_gt.npy
-            earlier=($(ls -tr .data/floors/*.json 2> /dev/null || true))
-            python3 -m bench.floor "${settings[@]}" --save ".data/floors/$name.json" ${earlier[@]:+--against "${earlier[@]}"} \
+            earlier=($(ls -tr .data/floors/*.npz 2> /dev/null || true))
+            python3 -m bench.floor "${settings[@]}" --save ".data/floors/$name.npz" ${earlier[@]:+--against "${earlier[@]}"} \
                 | tee "$out/floor_$name.json"
         done
-        tar czf "$out/floors.tar.gz" .data/floors/*.json
+        tar czf "$out/floors.tar.gz" .data/floors/*.npz
     else
         echo "gpu_session: no .data/fid_part_00 and _01: $label is kept and scored by the next floor call" >&2
     fi

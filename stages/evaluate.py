@@ -6,7 +6,10 @@ Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmaske
 Writes reports/comparison.csv and .md, reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png,
 reports/plots/*.csv, reports/pictures/, reports/samples.png (the first test images through the best
 configuration, beside Telea and the ground truth), reports/metrics.json (the headline configuration's
-FID) and reports/README.md.
+FID) and reports/README.md; results/leave_one_out.npz keeps every scored set's leave-one-out KID values, so
+that a later run scored on the same test images can be paired with this one:
+
+    python -m stages.evaluate --against OTHER.npz   # this run's KIDs minus OTHER's, with paired errors
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ REFERENCE = Path("data/fid/reference.npz")
 CACHE = Path("data/fid/cache")
 RESULTS = Path("results/inpaint")
 REPORTS = Path("reports")
+LEAVE_ONE_OUT = Path("results/leave_one_out.npz")
 SAMPLES = 8  # the first test images: the same ones in every experiment
 FLOOR = "stage-1 reconstruction (floor)"
 
@@ -91,6 +95,39 @@ class InceptionScores:
         for path in CACHE.glob("*.npy") if CACHE.exists() else []:
             if path.name not in self.used:
                 path.unlink()
+
+
+def save_leave_one_out(path: Path, test_key: str, leave_one_out: dict) -> None:
+    """Each scored set's KID and leave-one-out values ({label: (KID, values)}), with the test images' content
+    key, in an npz that loads without pickle."""
+    labels = sorted(leave_one_out)
+    loo = np.stack([leave_one_out[label][1] for label in labels]) if labels else np.zeros((0, 0))
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, test_key=test_key, labels=np.array(labels, dtype=str),
+                 kid=np.array([leave_one_out[label][0] for label in labels], dtype=float), loo=loo)
+
+
+def load_leave_one_out(path: Path, test_key: str) -> dict:
+    """A file of `save_leave_one_out`, checked to be of the test images with this content key."""
+    try:
+        with np.load(path) as f:
+            key, labels, kid, loo = str(f["test_key"]), f["labels"], f["kid"], f["loo"]
+    except FileNotFoundError:
+        raise ConfigError(f"--against {path}: not found") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a zip, or not of these arrays
+        raise ConfigError(f"--against {path}: not a leave-one-out file (results/leave_one_out.npz, "
+                          "or bench.floor --save)") from None
+    if key != test_key:
+        raise ConfigError(f"--against {path}: scored other test images (content {key[:12]}, these are "
+                          f"{test_key[:12]}): paired differences need the same test set")
+    return {str(label): (float(k), values) for label, k, values in zip(labels, kid, loo)}
+
+
+def kid_differences(ours: dict, theirs: dict) -> dict:
+    """KID(ours) − KID(theirs) x 10^3 and its paired error, [difference, error], for every set scored in
+    both ({label: (KID, leave-one-out values)} each)."""
+    return {label: [round(x * KID_SCALE, 3) for x in paired_difference(ours[label], theirs[label])]
+            for label in ours if label in theirs}
 
 
 def entries(s: dict, *outputs: str) -> dict:
@@ -187,12 +224,20 @@ def check_params(cfg: dict) -> None:
 
 
 def main() -> None:
-    cfg, _ = cli(__doc__)
+    def args(parser):
+        parser.add_argument("--against", type=Path, nargs="*", default=[],
+                            help="leave-one-out files of earlier runs on the same test images: print this run's "
+                                 "KIDs minus theirs with paired errors")
+
+    cfg, a = cli(__doc__, args)
     check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
     gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
+    if a.against and gt is None:
+        raise ConfigError("--against: this test set has no ground truth, so no KID to compare")
+    against = {path: load_leave_one_out(path, content_key(gt)) for path in a.against}  # checked before scoring
     scores = InceptionScores(device, cfg["evaluate"]["batch_size"], gt)
     rows = configurations(scores, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
@@ -216,7 +261,12 @@ def main() -> None:
     report.write_all(REPORTS, rows, primary, scores.available, round(time.time() - t0, 1), shown["name"],
                      cfg["inpaint"]["blend"])
     scores.prune()
+    save_leave_one_out(LEAVE_ONE_OUT, "" if gt is None else content_key(gt), scores.leave_one_out)  # empty without KID
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
+    for path, theirs in against.items():
+        print(f"evaluate: KID x 10^3 minus {path}'s, ± the paired error over the test images:")
+        for label, (diff, se) in kid_differences(scores.leave_one_out, theirs).items():
+            print(f"  {label:<28} {diff:+8.3f} ± {se:.3f}")
 
 
 if __name__ == "__main__":

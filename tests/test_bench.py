@@ -120,34 +120,33 @@ def test_floor_tool_scores_stage_one_alone_and_pairs_two_recipes_by_test_image(t
     shutil.copytree(tiny_project.root, tmp_path / "a")
     first = Project(tmp_path / "a")
     first.run("fid_reference", *TINY)
-    proc = floor_tool(first.root, "--save", "a.json")
+    proc = floor_tool(first.root, "--save", "a.npz")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out_a, saved_a = json.loads(proc.stdout), json.loads(first.path("a.json").read_text())
-    for output in ("raw", "composite"):
-        kept = saved_a["leave_one_out"][output]
-        assert len(kept["loo"]) == out_a["test_images"] == 12
-        assert out_a["floor"][f"kid_{output}_se"] == pytest.approx(jackknife(kept["loo"]) * 1e3, abs=1e-3)
+    out_a, saved_a = json.loads(proc.stdout), np.load(first.path("a.npz"))
+    labels = list(saved_a["labels"])
+    assert labels == ["floor", "floor composite"] and saved_a["loo"].shape == (2, out_a["test_images"]) == (2, 12)
+    for output, label in (("raw", "floor"), ("composite", "floor composite")):
+        loo = saved_a["loo"][labels.index(label)]
+        assert out_a["floor"][f"kid_{output}_se"] == pytest.approx(jackknife(loo) * 1e3, abs=1e-3)
 
     shutil.copytree(first.root, tmp_path / "b")
     second = Project(tmp_path / "b")
     second.run("vqgan", *TINY, "vqgan.seed=1")
     second.run("tokens", *TINY)
-    proc = floor_tool(second.root, "--against", str(first.path("a.json")), "--save", "b.json")
+    proc = floor_tool(second.root, "--against", str(first.path("a.npz")), "--save", "b.npz")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out_b, saved_b = json.loads(proc.stdout), json.loads(second.path("b.json").read_text())
+    out_b, saved_b = json.loads(proc.stdout), np.load(second.path("b.npz"))
     (versus,) = out_b["against"]
-    for output in ("raw", "composite"):
-        diff, se = versus[f"kid_{output}_minus_saved"]
-        a, b = saved_a["leave_one_out"][output], saved_b["leave_one_out"][output]
-        assert diff == pytest.approx((b["kid"] - a["kid"]) * 1e3, abs=1e-3) and diff != 0
-        assert se == pytest.approx(jackknife(np.subtract(b["loo"], a["loo"])) * 1e3, abs=1e-3)
+    for i, label in enumerate(labels):
+        diff, se = versus["kid_minus_theirs"][label]
+        assert diff == pytest.approx((saved_b["kid"][i] - saved_a["kid"][i]) * 1e3, abs=1e-3) and diff != 0
+        assert se == pytest.approx(jackknife(saved_b["loo"][i] - saved_a["loo"][i]) * 1e3, abs=1e-3)
 
-    other = dict(saved_a, test_key="0" * 40)
-    second.path("other.json").write_text(json.dumps(other))
-    for name, message in (("other.json", "scored other test images"), ("missing.json", "not found")):
-        proc = floor_tool(second.root, "--against", name, "--save", "c.json")
+    np.savez(second.path("other.npz"), **{**dict(saved_a), "test_key": "0" * 40})
+    for name, message in (("other.npz", "scored other test images"), ("missing.npz", "not found")):
+        proc = floor_tool(second.root, "--against", name, "--save", "c.npz")
         assert proc.returncode == 2 and name in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
-        assert not second.path("c.json").exists()
+        assert not second.path("c.npz").exists()
 
 
 def test_fid_benchmark_times_two_forms_of_one_distance():

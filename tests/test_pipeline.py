@@ -1,12 +1,14 @@
 """Inpainting, evaluation and the whole pipeline, at tiny sizes."""
 import csv
 import json
+import math
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY
+from conftest import TINY, Project
 from stages.evaluate import samples_picture
 from stages.report import fid_figure, readme, shown_config
 from test_blend import jacobi_correction
@@ -123,6 +125,44 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
             assert np.array_equal(tile(picture, row, col), images[col]), (row, col)
     monkeypatch.chdir(tiny_project.root)  # without ground truth: four rows
     assert samples_picture(best, masked, masked, None).shape[0] == 2 * (4 * 66 + 2)
+
+
+def test_evaluate_pairs_its_kids_with_an_earlier_run(tiny_project, tmp_path):
+    """evaluate keeps every scored set's leave-one-out KID values; rerun after one configuration changed,
+    `--against` the earlier file prints each KID difference with the jackknife error of the per-image
+    differences (recomputed here from both files): non-zero for the changed configuration, exactly zero
+    for a baseline that did not change. A file of other test images, or none, is refused by name before
+    anything is scored."""
+    shutil.copytree(tiny_project.root, tmp_path / "p")
+    project = Project(tmp_path / "p")
+    point = ["--schedule", "cosine", "--T", "2", "--sweet-spot", "0"]
+    project.run("inpaint", *TINY, args=point)
+    project.run("fid_reference", *TINY)
+    project.run("evaluate", *TINY)
+    saved = project.path("results", "leave_one_out.npz")
+    shutil.copy(saved, project.path("before.npz"))
+    tokens_path = project.path("results", "inpaint", "cosine-T2-s0", "tokens.npy")
+    tokens = np.load(tokens_path)
+    project.run("inpaint", *TINY, "inpaint.temperature=1.0", args=point)  # tokens sampled: others
+    out = project.run("evaluate", *TINY, args=["--against", "before.npz"]).stdout
+    printed = {line[:30].strip(): line[30:].split("±") for line in out.splitlines() if "±" in line}
+    before, after = (np.load(path) for path in (project.path("before.npz"), saved))
+    for label in ("cosine-T2-s0 composite", "cosine-T2-s0 raw", "OpenCV Telea"):
+        i, j = list(before["labels"]).index(label), list(after["labels"]).index(label)
+        diff, se = (float(x) for x in printed[label])
+        assert diff == pytest.approx((after["kid"][j] - before["kid"][i]) * 1e3, abs=1e-3)
+        d = after["loo"][j] - before["loo"][i]
+        assert se == pytest.approx(math.sqrt((len(d) - 1) / len(d) * ((d - d.mean()) ** 2).sum()) * 1e3, abs=1e-3)
+        assert (se > 0) == (label != "OpenCV Telea")
+    assert not np.array_equal(tokens, np.load(tokens_path))
+    other = dict(np.load(saved))
+    np.savez(project.path("other.npz"), **{**other, "test_key": "0" * 40})
+    stamp = saved.stat().st_mtime_ns
+    for name, message in (("other.npz", "scored other test images"), ("missing.npz", "not found"),
+                          ("params.yaml", "not a leave-one-out file")):
+        proc = project.run("evaluate", *TINY, args=["--against", name], check=False)
+        assert proc.returncode == 2 and name in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
+    assert saved.stat().st_mtime_ns == stamp
 
 
 def test_report_shows_the_best_configuration_or_else_the_headline():
