@@ -2,8 +2,9 @@
 which `evaluate` pays for each of the ~30 sets it scores (features cached, it is most of a rerun's time).
 
 `FrechetReference.distance` takes Tr((Σ Σ_r)^½) from the n x n matrix X Σ_r Xᵀ; beside it, measured in the
-same run, the d x d form Σ_r^½ Σ Σ_r^½ that pytorch-fid-style code (and this project until 2026-11-28)
-uses, with Σ_r^½ taken once. Random non-negative features stand in for Inception's pooled ReLU outputs.
+same run, the d x d form Σ_r^½ Σ Σ_r^½ that this project used until 2026-11-28, with Σ_r^½ taken once
+(pytorch-fid takes a d x d matrix root too, scipy's sqrtm of Σ Σ_r). Random non-negative features stand
+in for Inception's pooled ReLU outputs.
 
     python -m bench.fid [--images 747] [--features 2048]
 """
