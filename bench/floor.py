@@ -20,13 +20,12 @@ import numpy as np
 from bench.common import machine
 from stages.common import content_key, pick_device
 from stages.config import ConfigError, cli, run
-from stages.evaluate import (PREPARED, REFERENCE, InceptionScores, check_params, floor_row, kid_differences,
-                             load_leave_one_out, recon_floor, save_leave_one_out)
+from stages.evaluate import (FLOOR_LABELS, PREPARED, REFERENCE, InceptionScores, check_params, floor_row,
+                             kid_differences, load_leave_one_out, recon_floor, save_leave_one_out)
 from stages.training import require
 
 GT_TOKENS = Path("data/tokens/test_gt.npy")
 STAGE1_METRICS = Path("reports/vqgan/metrics.json")
-LABELS = ("floor", "floor composite")  # the raw floor and its composite, as InceptionScores and evaluate name them
 
 
 def main() -> None:
@@ -44,14 +43,14 @@ def main() -> None:
     test_key = content_key(gt)
     against = {path: load_leave_one_out(path, test_key) for path in a.against}  # checked before the decode
     device = pick_device(cfg["device"])
-    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], gt)
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], test_key)
     if not scores.available:
         raise ConfigError(f"{REFERENCE} has no test statistics: run `fid_reference` on a test set with ground truth")
 
     recon = recon_floor(device, GT_TOKENS, cfg["inpaint"]["batch_size"])
     row = floor_row(scores, recon, masked, mask64, gt, cfg["inpaint"]["blend"])
     floor = {k: v for k, v in row.items() if k not in ("name", "kind")}
-    loo = {label: scores.leave_one_out[label] for label in LABELS}
+    loo = {label: scores.leave_one_out[label] for label in FLOOR_LABELS.values()}
     result = {"machine": machine(device), "test_images": len(gt), "test_key": test_key,
               "stage1": json.loads(STAGE1_METRICS.read_text()) if STAGE1_METRICS.exists() else None,
               "floor": floor, "against": [{"file": str(path), "kid_minus_theirs": kid_differences(loo, theirs)}

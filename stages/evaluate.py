@@ -37,6 +37,7 @@ REPORTS = Path("reports")
 LEAVE_ONE_OUT = Path("results/leave_one_out.npz")
 SAMPLES = 8  # the first test images: the same ones in every experiment
 FLOOR = "stage-1 reconstruction (floor)"
+FLOOR_LABELS = {"raw": "floor", "composite": "floor composite"}  # output: the label the floor's set is scored under
 
 
 class InceptionScores:
@@ -44,12 +45,13 @@ class InceptionScores:
     set. KID comes with its jackknife standard error over the test images (model/kid.py); each scored set's
     leave-one-out values are kept by label, so a difference between two sets costs no second pass."""
 
-    def __init__(self, device, batch_size: int, gt: np.ndarray | None):
-        """`gt`: the test set's ground truth (None without one), which the reference must be of."""
+    def __init__(self, device, batch_size: int, test_key: str | None):
+        """`test_key`: the content key of the test set's ground truth (None without one), which the reference
+        must be of."""
         self.used, self.leave_one_out = set(), {}
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
-        if self.available and (gt is None or "test_key" not in ref.files or str(ref["test_key"]) != content_key(gt)):
+        if self.available and ("test_key" not in ref.files or str(ref["test_key"]) != test_key):
             raise ConfigError(f"{REFERENCE} is not of the test images in {PREPARED}: run `fid_reference` again")
         # held-out real images against the reference (fid_reference): the yardstick at this test size
         self.heldout = {k: round(float(ref["heldout_" + k]) * (KID_SCALE if "kid" in k else 1), 3)
@@ -86,8 +88,7 @@ class InceptionScores:
         error; None where either has no leave-one-out values."""
         if label_a not in self.leave_one_out or label_b not in self.leave_one_out:
             return None
-        diff, se = paired_difference(self.leave_one_out[label_a], self.leave_one_out[label_b])
-        return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
+        return scaled_difference(self.leave_one_out[label_a], self.leave_one_out[label_b])
 
     def prune(self) -> None:
         """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
@@ -123,11 +124,16 @@ def load_leave_one_out(path: Path, test_key: str) -> dict:
     return {str(label): (float(k), values) for label, k, values in zip(labels, kid, loo)}
 
 
+def scaled_difference(a: tuple, b: tuple) -> tuple[float, float]:
+    """KID(a) − KID(b) and its paired error, x 10^3 and rounded as the report shows them, from each set's
+    (KID, leave-one-out values)."""
+    diff, se = paired_difference(a, b)
+    return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
+
+
 def kid_differences(ours: dict, theirs: dict) -> dict:
-    """KID(ours) − KID(theirs) x 10^3 and its paired error, [difference, error], for every set scored in
-    both ({label: (KID, leave-one-out values)} each)."""
-    return {label: [round(x * KID_SCALE, 3) for x in paired_difference(ours[label], theirs[label])]
-            for label in ours if label in theirs}
+    """`scaled_difference` for every set scored in both ({label: (KID, leave-one-out values)} each)."""
+    return {label: scaled_difference(ours[label], theirs[label]) for label in ours if label in theirs}
 
 
 def entries(s: dict, *outputs: str) -> dict:
@@ -161,8 +167,8 @@ def floor_row(scores: InceptionScores, recon, masked, mask64, gt, blend: str) ->
     """The stage-1 floor: the test images' true tokens decoded (what a perfect stage 2 would give with this
     stage 1), raw and put into the input as the composites are."""
     comp = blender(blend, mask64)(recon, masked)
-    return {"name": FLOOR, "kind": "floor", **scored(scores, recon, "floor", "raw"),
-            **scored(scores, comp, "floor composite", "composite"),
+    return {"name": FLOOR, "kind": "floor", **scored(scores, recon, FLOOR_LABELS["raw"], "raw"),
+            **scored(scores, comp, FLOOR_LABELS["composite"], "composite"),
             "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)}
 
 
@@ -235,10 +241,11 @@ def main() -> None:
     t0 = time.time()
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
     gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
-    if a.against and gt is None:
+    test_key = None if gt is None else content_key(gt)
+    if a.against and test_key is None:
         raise ConfigError("--against: this test set has no ground truth, so no KID to compare")
-    against = {path: load_leave_one_out(path, content_key(gt)) for path in a.against}  # checked before scoring
-    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], gt)
+    against = {path: load_leave_one_out(path, test_key) for path in a.against}  # checked before scoring
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], test_key)
     rows = configurations(scores, mask64, gt)
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
@@ -261,7 +268,7 @@ def main() -> None:
     report.write_all(REPORTS, rows, primary, scores.available, round(time.time() - t0, 1), shown["name"],
                      cfg["inpaint"]["blend"])
     scores.prune()
-    save_leave_one_out(LEAVE_ONE_OUT, "" if gt is None else content_key(gt), scores.leave_one_out)  # empty without KID
+    save_leave_one_out(LEAVE_ONE_OUT, test_key or "", scores.leave_one_out)  # empty without KID
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
     for path, theirs in against.items():
         print(f"evaluate: KID x 10^3 minus {path}'s, ± the paired error over the test images:")

@@ -5,9 +5,9 @@ them: the FID that a sample of different real images gets at this test set's siz
 every other FID in the report is read against (at a few hundred images FID is far from zero even
 for real images).
 
-Output: data/fid/reference.npz (test_key: the test images' content key, features, mu, sigma, heldout_fid, heldout_kid and, where the held-out
-images are as many as the test images, heldout_kid_se), keyed by DVC on the prepared test and validation
-sets.
+Output: data/fid/reference.npz (test_key: the test images' content key, features, mu, sigma, heldout_fid,
+heldout_kid and, where the held-out images are as many as the test images, heldout_kid_se), keyed by DVC on
+the prepared test and validation sets.
 """
 from __future__ import annotations
 

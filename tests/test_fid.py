@@ -6,6 +6,7 @@ import torch
 
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.synthetic import synthetic_faces
+from stages.common import content_key
 
 
 def features_with(rng, mu, cov, n):
@@ -91,7 +92,7 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     from stages.evaluate import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
-    scores = InceptionScores(torch.device("cpu"), 12, gt)
+    scores = InceptionScores(torch.device("cpu"), 12, content_key(gt))
     images = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
     first = scores(images, "grey")
     assert set(first) == {"fid", "kid", "kid_se"} and first["kid_se"] > 0
@@ -112,12 +113,12 @@ def test_scores_refuse_a_reference_of_other_test_images(tiny_project, monkeypatc
     from stages.evaluate import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
-    assert InceptionScores(torch.device("cpu"), 12, gt).available
+    assert InceptionScores(torch.device("cpu"), 12, content_key(gt)).available
     other = gt.copy()
     other[-1, 0, 0, 0] ^= 1
-    for images in (other, None):
+    for key in (content_key(other), None):
         with pytest.raises(ConfigError, match="reference.npz is not of the test images"):
-            InceptionScores(torch.device("cpu"), 12, images)
+            InceptionScores(torch.device("cpu"), 12, key)
 
 
 def test_reference_scores_held_out_real_images(tiny_project, net):
