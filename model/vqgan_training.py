@@ -94,6 +94,14 @@ def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor)
     return len(dead)
 
 
+def freeze_tokenizer(model: VQGAN) -> None:
+    """Stop the encoder side (encoder, quant_conv, codebook) learning: an image's tokens are final from
+    here on and only the decoder trains, so a late GAN phase can sharpen the decoding without moving the
+    codes under it."""
+    for part in (model.encoder, model.quant_conv, model.codebook):
+        part.requires_grad_(False)
+
+
 def code_entropy(indices: torch.Tensor, k: int) -> float:
     """Entropy (nats) of how often each of the k codes occurs: the loss of a token model that ignores
     the context (its unigram entropy); exp of it is the codebook's perplexity."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
 from model.vqgan_training import (QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors, generator_forward,
-                                  init_codebook, psnr, restart_dead_codes)
+                                  freeze_tokenizer, init_codebook, psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
@@ -113,12 +113,16 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
     for step in bar:
         if step == p["quantize_start"]:
             start_codebook()
+        decoder_only = p["decoder_only_from"] is not None and step >= p["decoder_only_from"]
+        if decoder_only and step == max(start, p["decoder_only_from"]):  # also when resuming past it
+            freeze_tokenizer(model)
         x = batch()
         logs, indices = step_fn(x, step, autocast)
         usage.index_add_(0, indices.flatten(), torch.ones_like(indices.flatten()))  # bincount would sync
         # Restarts stop for the last fifth, so the decoder settles on the final codebook.
         since_start = step + 1 - p["quantize_start"]
-        if since_start > 0 and since_start % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]:
+        if (since_start > 0 and since_start % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]
+                and not decoder_only):
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
         last = step == p["steps"] - 1
@@ -174,6 +178,8 @@ def check_params(cfg: dict) -> None:
     require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
     require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
     require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
+    if p["decoder_only_from"] is not None:  # the codebook must have started before it is frozen
+        require_ints(cfg, "vqgan", ("decoder_only_from",), low=p["quantize_start"] + 1, high=p["steps"] - 1)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from torch._dynamo.backends.common import aot_autograd
 from conftest import REPO, TINY
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
-from model.vqgan_training import Stage1Step, generator_forward, rotate_onto
+from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, rotate_onto
 from stages.training import compile_generator
 from stages.vqgan import adopt, reconstruction_metrics
 
@@ -76,6 +76,8 @@ def test_bad_training_knobs_are_rejected_before_work(project):
                                 "vqgan.compile is 'maybe'; expected one of true, false, regional"),
                                ("vqgan.quantize_start=12",
                                 "vqgan.quantize_start is 12; expected an integer from 0 to 11"),
+                               ("vqgan.decoder_only_from=3",
+                                "vqgan.decoder_only_from is 3; expected an integer from 4 to 11"),
                                ("vqgan.quantizer_gradient=rotate",
                                 "vqgan.quantizer_gradient is 'rotate'; expected one of straight_through, rotation")):
         err = project.fails("vqgan", *TINY, override)
@@ -151,6 +153,34 @@ def test_vqgan_resumes_after_a_kill_and_matches(project):
     assert [step for step, _ in psnr_curve] == ["10", "20", "30"]
     assert [r["quantized"] for r in log_rows(project, "val_log.csv")] == ["0", "1", "1"]  # warm-up: no codebook
     assert not list(project.path("checkpoints").glob("vqgan-*.pt"))
+
+
+TOKENIZER = ("encoder.", "quant_conv.", "codebook.")
+
+
+def test_decoder_only_phase_freezes_the_tokens_and_resumes(project):
+    # Frozen from step 6; the kill comes after the checkpoint at step 10 or 20, so the encoder side of
+    # that checkpoint must already be the final one while the decoder goes on learning, and the run
+    # resumed there (past the freeze's step) must freeze again and match. Restarts every 2 steps would
+    # move the codebook if they went on.
+    over = [*TINY, "vqgan.steps=30", "vqgan.checkpoint_every=10", "vqgan.disc_start=15", "vqgan.eval_every=10",
+            "vqgan.decoder_only_from=6", "vqgan.codebook_restart_every=2"]
+    project.run("prepare", *over)
+    project.run("vqgan", *over)
+    final = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    step = kill_after_checkpoint(project, "vqgan", *over)
+    ckpt = torch.load(next(project.path("checkpoints").glob("vqgan-*.pt")), weights_only=False)["model"]
+    assert step in (10, 20)
+    tokenizer = [k for k in final if k.startswith(TOKENIZER)]
+    decoder = [k for k in final if not k.startswith(TOKENIZER)]
+    assert "codebook.embedding.weight" in tokenizer and len(decoder) > len(tokenizer)
+    for k in tokenizer:
+        assert torch.equal(ckpt[k], final[k]), k
+    assert not all(torch.equal(ckpt[k], final[k]) for k in decoder)
+    project.run("vqgan", *over)
+    resumed = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    for k in final:
+        assert torch.equal(final[k], resumed[k]), k
 
 
 def test_token_cache_is_deterministic_and_typed(tiny_project):
@@ -302,3 +332,24 @@ def test_regional_compile_matches_eager_with_one_graph_per_block_shape(graph_rec
     assert list(model.state_dict()) == list(reference.state_dict())
     reconstruction_metrics(model, torch.zeros(3, 64, 64, 3, dtype=torch.uint8))  # another batch size
     assert len(graphs) == len(shapes)
+
+
+def test_regional_compile_keeps_every_block_compiled_through_the_decoder_only_phase(graph_recorder, monkeypatch):
+    """At the lab's architecture: freezing the encoder side gives each of its block shapes one gradient-free
+    graph, and no block falls back to eager at dynamo's recompile limit (which would raise here)."""
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    counting, graphs = graph_recorder
+    model = VQGAN(VQGANConfig())
+    encoder_shapes = set()
+    for block in model.encoder.modules():
+        if isinstance(block, (ResidualBlock, NonLocalBlock)):
+            block.register_forward_hook(lambda m, i, o: encoder_shapes.add((type(m), i[0].shape, o.shape)))
+    forward = compile_generator(model, backend=counting, regional=True)
+    x = torch.randn(1, 3, 64, 64)
+    forward(x, torch.tensor(1.0))[0].mean().backward()
+    before = len(graphs)
+    freeze_tokenizer(model)
+    model.zero_grad(set_to_none=True)
+    forward(x, torch.tensor(1.0))[0].mean().backward()
+    assert len(graphs) - before == len(encoder_shapes) > 0
+    assert all(p.grad is None for p in model.encoder.parameters()) and model.decoder.model[0].weight.grad is not None
