@@ -106,6 +106,8 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
         init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]))
         usage.zero_()
 
+    # Restarts stop for the last fifth, so the decoder settles on the final codebook, or where it is frozen.
+    restarts_end = min(0.8 * p["steps"], p["decoder_only_from"] or p["steps"])
     autocast = training.autocast_for(device)
     model.train(), disc.train()
     bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
@@ -113,16 +115,13 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
     for step in bar:
         if step == p["quantize_start"]:
             start_codebook()
-        decoder_only = p["decoder_only_from"] is not None and step >= p["decoder_only_from"]
-        if decoder_only and step == max(start, p["decoder_only_from"]):  # also when resuming past it
+        if p["decoder_only_from"] is not None and step == max(start, p["decoder_only_from"]):  # also on resume past it
             freeze_tokenizer(model)
         x = batch()
         logs, indices = step_fn(x, step, autocast)
         usage.index_add_(0, indices.flatten(), torch.ones_like(indices.flatten()))  # bincount would sync
-        # Restarts stop for the last fifth, so the decoder settles on the final codebook.
         since_start = step + 1 - p["quantize_start"]
-        if (since_start > 0 and since_start % p["codebook_restart_every"] == 0 and step < 0.8 * p["steps"]
-                and not decoder_only):
+        if since_start > 0 and since_start % p["codebook_restart_every"] == 0 and step < restarts_end:
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
         last = step == p["steps"] - 1
