@@ -62,6 +62,8 @@ rest)
     tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml \
         $(ls results/leave_one_out.npz 2> /dev/null || true)
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
+        # the inpaint stage's PNG writes on this host's cores, one at a time against threads (seconds)
+        python3 -m bench.pngs > "$out/bench_pngs.json"
         # whole, profiled: which kernels hold stage 2 at 21 % MFU (the profile adds a few seconds)
         python3 -m bench.stage2 --compile whole --profile > "$out/bench_stage2_whole.json"
         python3 -m bench.stage2 --compile regional > "$out/bench_stage2_regional.json"

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,15 @@ def content_key(images: np.ndarray) -> str:
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+
+
+def save_numbered_pngs(images: np.ndarray, folder: Path, prefix: str) -> None:
+    """images[i] → folder/{prefix}_{i}.png, i zero-padded to at least 3 digits (the lab's image_000.png),
+    written by a thread per core: Pillow's encoder releases the GIL, and a sweep writes thousands."""
+    width = max(3, len(str(len(images) - 1)))
+    paths = [folder / f"{prefix}_{i:0{width}d}.png" for i in range(len(images))]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(save_png, images, paths))  # list(): the first failed write raises here
 
 
 def load_png(path: str | Path, mode: str = "RGB") -> np.ndarray:

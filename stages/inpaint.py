@@ -25,7 +25,7 @@ from model.blend import BLEND_CHOICES, blender
 from model.iterative_decode import check_decode_args, iterative_decode
 from model.vqgan import VQGAN
 from stages import training
-from stages.common import atomic_dir, pick_device, save_json, save_png, write_resolved
+from stages.common import atomic_dir, pick_device, save_json, save_numbered_pngs, save_png, write_resolved
 from stages.config import ConfigError, cli, require_choice, require_ints, run
 from stages.train import load_transformer
 from stages.vqgan import decode_images, load_frozen
@@ -130,12 +130,10 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         pictures[s] = decoding_picture(masked[s], None if gt is None else gt[s], masks, step_images)
     seconds["pictures"], t0 = time.time() - t0, time.time()
 
-    width = max(3, len(str(len(raw) - 1)))
     with atomic_dir(RESULTS / name) as out:
         for folder, images in (("raw", raw), ("composite", comp)):
             (out / folder).mkdir()
-            for i, img in enumerate(images):
-                save_png(img, out / folder / f"image_{i:0{width}d}.png")
+            save_numbered_pngs(images, out / folder, "image")
         np.save(out / "raw.npy", raw)
         np.save(out / "composite.npy", comp)
         np.save(out / "tokens.npy", tokens.cpu().numpy().astype(np.int16))

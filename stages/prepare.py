@@ -17,7 +17,7 @@ from tqdm import tqdm
 from model.masking import brush_masks, token_mask_from_pixels
 from model.synthetic import synthetic_faces
 from stages import sources
-from stages.common import atomic_dir, save_json, save_png, write_resolved
+from stages.common import atomic_dir, save_json, save_numbered_pngs, write_resolved
 from stages.config import ConfigError, cli, run
 
 OUT = Path("data/prepared")
@@ -163,10 +163,8 @@ def write_outputs(out: Path, arrays: dict, test: dict, summary: dict, cfg: dict)
     tdir = out / "test"
     (tdir / "masked_image").mkdir(parents=True)
     (tdir / "mask64").mkdir()
-    width = max(3, len(str(len(test["masked"]) - 1)))
-    for i, (img, mask) in enumerate(zip(test["masked"], test["mask64"])):
-        save_png(img, tdir / "masked_image" / f"image_{i:0{width}d}.png")
-        save_png(mask, tdir / "mask64" / f"mask_{i:0{width}d}.png")
+    save_numbered_pngs(test["masked"], tdir / "masked_image", "image")
+    save_numbered_pngs(test["mask64"], tdir / "mask64", "mask")
     np.save(tdir / "masked.npy", test["masked"])
     np.save(tdir / "mask64.npy", test["mask64"])
     if test["gt"] is not None:

@@ -1,10 +1,13 @@
-"""The atomic output helpers every stage writes through: all or nothing, and readable like any new file."""
+"""The output helpers every stage writes through: all or nothing, readable like any new file, and the
+numbered PNGs of the lab layout."""
 import os
 import stat
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from stages.common import atomic_dir, atomic_file
+from stages.common import atomic_dir, atomic_file, save_numbered_pngs
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -42,3 +45,25 @@ def test_a_failed_block_leaves_the_old_output_and_no_temporary(tmp_path):
     assert (tmp_path / "out.txt").read_text() == "old"
     assert sorted(p.name for p in (tmp_path / "out_dir").iterdir()) == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "out_dir"]
+
+
+@pytest.mark.parametrize("count, width", [(5, 3), (1001, 4)])
+def test_numbered_pngs_hold_each_image_under_its_own_padded_number(tmp_path, count, width):
+    """Written by many threads at once, every file still holds its own image (read back by Pillow), named
+    image_000.png … as the lab's folders are, the number as wide as the largest needs."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8)
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    save_numbered_pngs(images, tmp_path / "images", "image")
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert names == [f"image_{i:0{width}d}.png" for i in range(count)]
+    for i in (0, count // 2, count - 1):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "images" / names[i])), images[i])
+    masks = (rng.random((3, 8, 8)) < 0.5).astype(np.uint8) * 255  # one channel, as mask64/ is
+    save_numbered_pngs(masks, tmp_path / "masks", "mask")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "masks" / "mask_002.png")), masks[2])
+
+
+def test_a_failed_png_write_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        save_numbered_pngs(np.zeros((4, 8, 8, 3), np.uint8), tmp_path / "missing", "image")
