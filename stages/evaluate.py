@@ -49,6 +49,7 @@ class InceptionScores:
         """`test_key`: the content key of the test set's ground truth (None without one), which the reference
         must be of."""
         self.used, self.leave_one_out = set(), {}
+        self.computed, self.feature_seconds = 0, 0.0  # image sets sent through Inception (not cached), and their time
         ref = np.load(require(REFERENCE, "fid_reference"))
         self.available = bool(ref["available"])
         if self.available and ("test_key" not in ref.files or str(ref["test_key"]) != test_key):
@@ -66,7 +67,9 @@ class InceptionScores:
         self.used.add(path.name)
         if path.exists():
             return np.load(path)
+        t0 = time.time()
         feats = inception_features(self.net, images, self.batch_size, self.device, label)
+        self.computed, self.feature_seconds = self.computed + 1, self.feature_seconds + time.time() - t0
         CACHE.mkdir(parents=True, exist_ok=True)
         np.save(path, feats.astype(np.float32))
         return feats
@@ -246,10 +249,13 @@ def main() -> None:
         raise ConfigError("--against: this test set has no ground truth, so no KID to compare")
     against = {path: load_leave_one_out(path, test_key) for path in a.against}  # checked before scoring
     scores = InceptionScores(device, cfg["evaluate"]["batch_size"], test_key)
+    seconds = {"setup": time.time() - t0}
     rows = configurations(scores, mask64, gt)
+    seconds["configurations"] = time.time() - t0 - sum(seconds.values())
     recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
     rows += baselines(scores, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
+    seconds["baselines and floor"] = time.time() - t0 - sum(seconds.values())
     primary = "fid_composite" if cfg["inpaint"]["composite"] else "fid_raw"
     shown = report.shown_config(rows, primary, scores.available)
     if scores.available:
@@ -269,7 +275,12 @@ def main() -> None:
                      cfg["inpaint"]["blend"])
     scores.prune()
     save_leave_one_out(LEAVE_ONE_OUT, test_key or "", scores.leave_one_out)  # empty without KID
+    seconds["pictures and report"] = time.time() - t0 - sum(seconds.values())
     print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
+    # where the time went (the two middle phases hold the Inception passes)
+    print("evaluate: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+          + f"; Inception features of {scores.computed} image sets {scores.feature_seconds:.1f} s,"
+          f" {len(scores.used) - scores.computed} from the cache")
     for path, theirs in against.items():
         print(f"evaluate: KID x 10^3 minus {path}'s, ± the paired error over the test images:")
         for label, (diff, se) in kid_differences(scores.leave_one_out, theirs).items():
