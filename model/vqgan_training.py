@@ -1,7 +1,8 @@
 """How stage 1 learns: a plain-autoencoder warm-up, then reconstruction + codebook losses, a delayed
 PatchGAN with the adaptive generator weight and feature matching, a codebook kept alive by
-(re)initialising entries from encoder outputs, and the gradient through the quantiser: straight
-through (the lab's) or the rotation trick.
+(re)initialising entries from encoder outputs, the gradient through the quantiser (straight through,
+the lab's, or the rotation trick), and an optional last phase that trains the decoder alone on final
+tokens (`freeze_tokenizer`).
 """
 from __future__ import annotations
 
