@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 from model.synthetic import synthetic_faces
-from stages.common import save_numbered_pngs, save_png
+from stages.common import numbered_paths, save_numbered_pngs, save_png
 
 
 def one_at_a_time(images, folder: Path, prefix: str) -> None:
-    """What the stages did before: the same names, one write after another."""
-    width = max(3, len(str(len(images) - 1)))
-    for i, img in enumerate(images):
-        save_png(img, folder / f"{prefix}_{i:0{width}d}.png")
+    """What the stages did before: the same files, one write after another."""
+    for img, path in zip(images, numbered_paths(len(images), folder, prefix)):
+        save_png(img, path)
 
 
 def run(images: int = 747, repeat: int = 3) -> dict:

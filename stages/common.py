@@ -89,13 +89,17 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
 
 
+def numbered_paths(count: int, folder: Path, prefix: str) -> list[Path]:
+    """folder/{prefix}_{i}.png for i < count, i zero-padded to at least 3 digits (the lab's image_000.png)."""
+    width = max(3, len(str(count - 1)))
+    return [folder / f"{prefix}_{i:0{width}d}.png" for i in range(count)]
+
+
 def save_numbered_pngs(images: np.ndarray, folder: Path, prefix: str) -> None:
-    """images[i] → folder/{prefix}_{i}.png, i zero-padded to at least 3 digits (the lab's image_000.png),
-    written by a thread per core: Pillow's encoder releases the GIL, and a sweep writes thousands."""
-    width = max(3, len(str(len(images) - 1)))
-    paths = [folder / f"{prefix}_{i:0{width}d}.png" for i in range(len(images))]
+    """images[i] → `numbered_paths`' i-th file, written by a thread per core: Pillow's encoder releases the
+    GIL, and a sweep writes thousands."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(save_png, images, paths))  # list(): the first failed write raises here
+        list(pool.map(save_png, images, numbered_paths(len(images), folder, prefix)))  # the first failure raises
 
 
 def load_png(path: str | Path, mode: str = "RGB") -> np.ndarray:

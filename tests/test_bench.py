@@ -156,18 +156,3 @@ def test_fid_benchmark_times_two_forms_of_one_distance():
     assert result["fid_n_by_n"] == pytest.approx(result["fid_d_by_d"], rel=1e-7) and result["fid_n_by_n"] > 0
     assert result["n_by_n_seconds"] > 0 and result["d_by_d_seconds"] > 0
 
-
-def test_png_benchmark_compares_like_with_like(tmp_path):
-    """bench.pngs times the stages' threaded writer against one write after another: both must leave the
-    same files, byte for byte, or the ratio would compare different work."""
-    from bench.pngs import one_at_a_time
-    from stages.common import save_numbered_pngs
-
-    images = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
-    for name, write in (("serial", one_at_a_time), ("threads", save_numbered_pngs)):
-        (tmp_path / name).mkdir()
-        write(images, tmp_path / name, "image")
-    serial = sorted(p.name for p in (tmp_path / "serial").iterdir())
-    assert serial == sorted(p.name for p in (tmp_path / "threads").iterdir()) and len(serial) == 12
-    for name in serial:
-        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "threads" / name).read_bytes()
