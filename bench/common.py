@@ -5,6 +5,7 @@ import platform
 import time
 
 import torch
+from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
@@ -16,6 +17,14 @@ def counted_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def attention_rewrites() -> int | None:
+    """How many attention forms Inductor has rewritten into PyTorch's fused library kernel since its
+    counters were last cleared (our attention must stay ours: tests/test_compiled_attention.py); None where
+    its pattern passes never ran, because the graphs came from its cache."""
+    inductor = counters["inductor"]
+    return inductor["fuse_attention"] if inductor["pattern_matcher_count"] else None
 
 
 def sync(device: torch.device) -> None:

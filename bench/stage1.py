@@ -16,8 +16,9 @@ import contextlib
 import json
 
 import torch
+from torch._dynamo.utils import counters
 
-from bench.common import H100_BF16_PEAK, counted_flops, machine, timed
+from bench.common import H100_BF16_PEAK, attention_rewrites, counted_flops, machine, timed
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
@@ -70,6 +71,7 @@ def run(device, batch: int | None = None, steps: int | None = None, compile_mode
     precision, cfg = "bf16" if gpu else "fp32", config(width)
     ours = {"batch": batch, "precision": precision, "compiled": compile_mode or False}
     gflop = {phase: flops_per_image(cfg, disc_start) / 1e9 for phase, disc_start in PHASES.items()}
+    counters.clear()
     for phase, disc_start in PHASES.items():
         rate, first = images_per_s(device, cfg, disc_start, batch, steps, precision, compile_mode)
         flops = rate * gflop[phase] * 1e9
@@ -77,6 +79,8 @@ def run(device, batch: int | None = None, steps: int | None = None, compile_mode
                        "tflops": round(flops / 1e12, 2), "first_step_seconds": round(first, 1)}
         if gpu:
             ours[phase]["mfu"] = round(flops / H100_BF16_PEAK, 3)
+    if compile_mode:
+        ours["attention_rewrites"] = attention_rewrites()  # 0: the figures are of our attention blocks
     baseline, _ = images_per_s(device, cfg, 0, 16, max(2, steps // 2), "fp32", None)
     return {"benchmark": "stage-1 training step", "machine": machine(device), "width": width,
             "gflop_per_image": {phase: round(g, 1) for phase, g in gflop.items()},

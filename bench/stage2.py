@@ -13,8 +13,9 @@ import argparse
 import json
 
 import torch
+from torch._dynamo.utils import counters
 
-from bench.common import H100_BF16_PEAK, machine, time_by_kind, timed
+from bench.common import H100_BF16_PEAK, attention_rewrites, machine, time_by_kind, timed
 from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
@@ -45,6 +46,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     params = sum(p.numel() for p in model.parameters())
     flops_per_image = 6 * params * cfg.num_image_tokens
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    counters.clear()
     if compile_mode == "regional":
         compile_blocks(model, (Block,))
     fwd = torch.compile(model) if compile_mode == "whole" else model
@@ -59,6 +61,8 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
             "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compile_mode or False,
             "first_step_seconds": round(first, 1),
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
+    if compile_mode:
+        ours["attention_rewrites"] = attention_rewrites()  # 0: the figures are of our attention
     if device.type == "cuda":
         ours["mfu"] = round(flops_per_image * batch / sec / H100_BF16_PEAK, 3)
     if profile:

@@ -23,6 +23,8 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
+        # Scaled before the product, softmax with a dtype: not a form torch.compile swaps for its fused
+        # library kernel (scaling the product would be; tests/test_compiled_attention.py).
         scores = (q * self.d_k**-0.5) @ k.transpose(-2, -1)             # (b, heads, n, n)
         # dtype kept: CUDA autocast would hand back fp32 (B, heads, n, n) weights, twice the memory traffic
         # and the saved activation; the kernel still accumulates in fp32, and the next matmul wants bf16.
