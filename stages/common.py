@@ -95,10 +95,15 @@ def numbered_paths(count: int, folder: Path, prefix: str) -> list[Path]:
     return [folder / f"{prefix}_{i:0{width}d}.png" for i in range(count)]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: a container or `taskset` may allow fewer than the host has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def save_numbered_pngs(images: np.ndarray, folder: Path, prefix: str) -> None:
     """images[i] → `numbered_paths`' i-th file, written by a thread per core: Pillow's encoder releases the
     GIL, and a sweep writes thousands."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(save_png, images, numbered_paths(len(images), folder, prefix)))  # the first failure raises
 
 

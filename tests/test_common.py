@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.common import atomic_dir, atomic_file, save_numbered_pngs
+from stages.common import atomic_dir, atomic_file, save_numbered_pngs, usable_cores
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -67,3 +67,14 @@ def test_numbered_pngs_hold_each_image_under_its_own_padded_number(tmp_path, cou
 def test_a_failed_png_write_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         save_numbered_pngs(np.zeros((4, 8, 8, 3), np.uint8), tmp_path / "missing", "image")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_usable_cores_follow_the_affinity_not_the_host():
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as `taskset -c N` or a one-CPU container would
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cores() == len(allowed)
