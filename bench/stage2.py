@@ -3,7 +3,11 @@
     python -m bench.stage2 [--batch 256] [--steps 5] [--compile [whole|regional]] [--profile]
 
 Ours: tokens cached, bf16 autocast on CUDA, large batch, fused AdamW. Student-style: fp32, batch 16,
-gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: 6 x parameters x 256.
+gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: PyTorch's counter
+on one training step of a meta-device model, as the other benchmarks count theirs: the weights' matmuls
+(6 x 72.2 M x 256) and the attention's own (the scores and their weighting of the values, 12 x layers x
+256² x width), 119.9 GFLOP at lab size, where 6 x parameters x 256 (these figures before 2026-11-28)
+gives 111.7.
 Ours also reports its first step's seconds: with --compile, mostly compilation; --profile adds where
 its step's time goes (matmuls, softmax, dropout, layer norm, ...; `bench.common.time_by_kind`).
 """
@@ -15,7 +19,7 @@ import json
 import torch
 from torch._dynamo.utils import counters
 
-from bench.common import H100_BF16_PEAK, attention_rewrites, machine, time_by_kind, timed
+from bench.common import H100_BF16_PEAK, attention_rewrites, counted_flops, machine, time_by_kind, timed
 from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
@@ -33,6 +37,15 @@ def step_fn(model, opt, tokens, autocast):
     return step
 
 
+def flops_per_image(cfg: TransformerConfig) -> int:
+    """FLOPs of one image's training step (forward and backward), counted without computing."""
+    with torch.device("meta"):
+        model = BidirectionalTransformer(cfg)
+    tokens = torch.zeros(1, cfg.num_image_tokens, dtype=torch.long, device="meta")
+    return counted_flops(lambda: mvtm_loss(model, tokens, mvtm_mask(*tokens.shape, device="meta"),
+                                           cfg.mask_token)[0].backward())
+
+
 def run(device: torch.device, batch: int | None = None, steps: int | None = None, compile_mode: str | None = None,
         accumulation: int | None = None, profile: bool = False) -> dict:
     """None picks the device's default: on a GPU batch 256, 10 steps, the student loop 3 steps of 10
@@ -44,7 +57,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     cfg = TransformerConfig()
     model = BidirectionalTransformer(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
-    flops_per_image = 6 * params * cfg.num_image_tokens
+    flops = flops_per_image(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     counters.clear()
     if compile_mode == "regional":
@@ -57,14 +70,14 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     sec = timed(step, device, warmup=1, repeat=steps)
     del opt  # the student loop below gets its own optimizer
     ours = {"batch": batch, "images_per_s": round(batch / sec, 1),
-            "tflops": round(flops_per_image * batch / sec / 1e12, 2),
+            "tflops": round(flops * batch / sec / 1e12, 2),
             "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compile_mode or False,
             "first_step_seconds": round(first, 1),
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
     if compile_mode:
         ours["attention_rewrites"] = attention_rewrites()  # 0: the figures are of our attention
     if device.type == "cuda":
-        ours["mfu"] = round(flops_per_image * batch / sec / H100_BF16_PEAK, 3)
+        ours["mfu"] = round(flops * batch / sec / H100_BF16_PEAK, 3)
     if profile:
         try:  # the throughput above must come back even if the profiler fails on a device
             ours["profile"] = time_by_kind(step, device)
@@ -90,7 +103,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     student = {"batch": 16, "accumulation": accumulation, "images_per_s": round(rate, 1),
                "epoch_12000_s": round(12000 / rate, 1), "precision": "fp32"}
     return {"benchmark": "stage-2 training, lab configuration", "machine": machine(device),
-            "parameters": params, "ours": ours, "student_style": student,
+            "parameters": params, "gflop_per_image": round(flops / 1e9, 1), "ours": ours, "student_style": student,
             "speedup": round(ours["images_per_s"] / student["images_per_s"], 2)}
 
 

@@ -156,3 +156,17 @@ def test_fid_benchmark_times_two_forms_of_one_distance():
     assert result["fid_n_by_n"] == pytest.approx(result["fid_d_by_d"], rel=1e-7) and result["fid_n_by_n"] > 0
     assert result["n_by_n_seconds"] > 0 and result["d_by_d_seconds"] > 0
 
+
+
+def test_stage2_flops_are_the_weights_and_the_attentions_matmuls():
+    """bench.stage2's count against the closed form: per token, 2 FLOPs per weight of every matmul
+    (the blocks' projections and MLP, the head, the tied logits), and per layer 2 x 256 x width for
+    the scores and as many for their weighting of the values; backward twice the forward."""
+    from bench.stage2 import flops_per_image
+    from model.transformer import TransformerConfig
+
+    cfg = TransformerConfig(num_codebook_vectors=100, dim=32, n_layers=3, hidden_dim=48, n_heads=4)
+    n, d, layers = cfg.num_image_tokens, cfg.dim, cfg.n_layers
+    weights = layers * (4 * d * d + 2 * d * cfg.hidden_dim) + d * d + d * (cfg.num_codebook_vectors + 1)
+    forward = 2 * n * weights + layers * 4 * n * n * d
+    assert flops_per_image(cfg) == 3 * forward
