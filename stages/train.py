@@ -67,7 +67,6 @@ def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generat
 
 
 @torch.no_grad()
-@torch.compiler.set_stance("force_eager")  # blocks compiled in place (regional) would recompile for inference
 def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes=None) -> dict:
     """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs; given
     `holes` (brush-hole token masks, one per image in turn), also the loss on those holes: the inpainting
@@ -79,7 +78,9 @@ def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes
         losses, accs, counts = [], [], []
         for start in range(0, len(val), p["batch_size"]):
             chunk = val[start:start + p["batch_size"]]
-            with autocast():
+            # blocks compiled in place (regional) would recompile for inference; a `with`, not a decorator, so
+            # that importing this module (as inpaint does) does not import torch._dynamo (a second)
+            with autocast(), torch.compiler.set_stance("force_eager"):
                 loss, acc, n = mvtm_loss(model, chunk, mask_of(start, len(chunk)), mask_token)
             n = n.item()
             losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)

@@ -136,3 +136,11 @@ def test_regional_compile_shares_one_graph_across_the_blocks(graph_recorder):
     assert list(model.state_dict()) == list(reference.state_dict())
     validate(model, tokens[:1], cfg.mask_token, {"batch_size": 1, "gamma": "cosine"}, contextlib.nullcontext)
     assert len(graphs) == 1  # another batch size, eval mode and no_grad: eager, no recompile
+
+
+def test_importing_the_stages_does_not_import_torch_dynamo():
+    """inpaint imports stages.train (13 processes a sweep): torch._dynamo, a second to import, loads only
+    where something compiles or changes the compile stance, not at import."""
+    code = "import sys, stages.train, stages.inpaint; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
