@@ -157,7 +157,6 @@ def test_fid_benchmark_times_two_forms_of_one_distance():
     assert result["n_by_n_seconds"] > 0 and result["d_by_d_seconds"] > 0
 
 
-
 def test_stage2_flops_are_the_weights_and_the_attentions_matmuls():
     """bench.stage2's count against the closed form: per token, 2 FLOPs per weight of every matmul
     (the blocks' projections and MLP, the head, the tied logits), and per layer 2 x 256 x width for

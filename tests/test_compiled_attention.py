@@ -3,8 +3,9 @@
 torch.compile's Inductor rewrites some hand-written attention forms into PyTorch's fused library kernel
 (its `fuse_attention` patterns), silently: the lab's requirement would then hold in the source and not in
 what runs, and the GPU's throughput figures would be of flash attention. These compile each attention the
-way the stages do (block by block, training with dropout; fp32 as on the CPU and under bf16 autocast as
-on CUDA) with Inductor's caches off, so that its pattern passes really run, and count the rewrites.
+way the stages do (block by block, training with dropout; in fp32, and in bf16 autocast, the stages'
+precision on CUDA, here on the CPU) with Inductor's caches off, so that its pattern passes really run,
+and count the rewrites. A GPU run's own count is in bench.stage1/stage2's `attention_rewrites`.
 """
 import pytest
 import torch
