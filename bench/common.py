@@ -1,11 +1,13 @@
 """Timing helpers for the benchmarks."""
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 
 import torch
 from torch._dynamo.utils import counters
+from torch._inductor import config as inductor_config
 from torch.utils.flop_counter import FlopCounterMode
 
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
@@ -17,6 +19,16 @@ def counted_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+@contextlib.contextmanager
+def cold_compile():
+    """Inductor's on-disk caches off: compilation runs in full, so a first step's seconds are a cold
+    compile whatever ran on the machine before (the `train` stage compiles the same blocks), and its
+    pattern passes run, so `attention_rewrites` counts."""
+    with inductor_config.patch(fx_graph_cache=False, autotune_local_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        yield
 
 
 def attention_rewrites() -> int | None:

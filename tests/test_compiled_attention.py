@@ -10,9 +10,8 @@ and count the rewrites. A GPU run's own count is in bench.stage1/stage2's `atten
 import pytest
 import torch
 from torch._dynamo.utils import counters
-from torch._inductor import config as inductor_config
 
-from bench.common import attention_rewrites
+from bench.common import attention_rewrites, cold_compile
 from model.attention import MultiHeadAttention
 from model.transformer import Block, TransformerConfig
 from model.vqgan import NonLocalBlock
@@ -37,9 +36,7 @@ def rewrites(module: torch.nn.Module, x: torch.Tensor, block_type: type, autocas
     torch._dynamo.reset()
     counters.clear()
     compile_blocks(module, (block_type,))
-    with inductor_config.patch(fx_graph_cache=False, autotune_local_cache=False), \
-            torch._functorch.config.patch(enable_autograd_cache=False), \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with cold_compile(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         module(x).float().square().mean().backward()
     torch._dynamo.reset()
     return attention_rewrites()
