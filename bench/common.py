@@ -10,6 +10,8 @@ from torch._dynamo.utils import counters
 from torch._inductor import config as inductor_config
 from torch.utils.flop_counter import FlopCounterMode
 
+from stages.common import usable_cores
+
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
 
 
@@ -61,7 +63,8 @@ def timed(fn, device, warmup: int = 1, repeat: int = 3) -> float:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {usable_cores()} cores, {torch.get_num_threads()} threads"
 
 
 # What a kernel or operator does, from its name: the first kind whose patterns it contains. cuBLAS and

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from bench.common import machine
 from model.synthetic import synthetic_faces
-from stages.common import numbered_paths, save_numbered_pngs, save_png, usable_cores
+from stages.common import numbered_paths, save_numbered_pngs, save_png
 
 
 def one_at_a_time(images, folder: Path, prefix: str) -> None:
@@ -40,7 +42,7 @@ def run(images: int = 747, repeat: int = 3) -> dict:
                 times[name].append(time.perf_counter() - t0)
     median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"benchmark": "PNG writes of one inpainting configuration (raw + composite)",
-            "machine": f"{platform.processor() or platform.machine()}, {usable_cores()} cores", "images": 2 * images,
+            "machine": machine(torch.device("cpu")), "images": 2 * images,
             "one_at_a_time_s": round(median["one_at_a_time"], 3), "threads_s": round(median["threads"], 3),
             "speedup": round(median["one_at_a_time"] / median["threads"], 2)}
 

@@ -6,8 +6,8 @@ Both phases of the `vqgan` stage: reconstruction only, and generator + discrimin
 discriminator is on; bf16 autocast and channels_last on CUDA, fp32 on the CPU. Beside them, the fp32
 batch-16 step in the same run. FLOPs per image are counted once by PyTorch's FLOP counter on a
 meta-device step (convolutions and matmuls, forward and backward). Each phase also reports its first
-step's seconds: with --compile, mostly compilation (the second phase reuses the first's compiled kernels
-where they match).
+step's seconds: with --compile, mostly compilation, and cold (Inductor's caches off, as in bench.stage2;
+the second phase reuses the graphs the first compiled in this process where they match).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import json
 import torch
 from torch._dynamo.utils import counters
 
-from bench.common import H100_BF16_PEAK, attention_rewrites, counted_flops, machine, timed
+from bench.common import H100_BF16_PEAK, attention_rewrites, cold_compile, counted_flops, machine, timed
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
@@ -59,7 +59,8 @@ def images_per_s(device, cfg, disc_start: int, batch: int, steps: int, precision
     if fast:
         x = x.contiguous(memory_format=torch.channels_last)
     autocast = autocast_for(device) if fast else contextlib.nullcontext
-    first = timed(lambda: step(x, 1, autocast), device, warmup=0, repeat=1)
+    with cold_compile():
+        first = timed(lambda: step(x, 1, autocast), device, warmup=0, repeat=1)
     return batch / timed(lambda: step(x, 1, autocast), device, warmup=1, repeat=steps), first
 
 
