@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.tiny import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CATS64 = SHARED / "data" / "cats64"
@@ -20,6 +22,7 @@ class Project:
 
     def __init__(self, root: Path):
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "params.yaml", root / "params.yaml")
 
     def run(self, stage: str, *overrides: str, args=(), check: bool = True, timeout: int = 900):
@@ -59,18 +62,6 @@ def graph_recorder():
 @pytest.fixture
 def project(tmp_path) -> Project:
     return Project(tmp_path)
-
-
-# A pipeline small enough for a 2-core CPU in seconds per stage: the real code paths, tiny sizes.
-TINY = [
-    "data.synthetic_count=240", "data.sizes.test=12",
-    "vqgan.enc_channels=[8, 8, 8, 8, 16, 16]", "vqgan.dec_channels=[8, 8, 8, 16, 16]", "vqgan.latent_dim=16",
-    "vqgan.num_codebook_vectors=32", "vqgan.norm_groups=4", "vqgan.steps=12", "vqgan.batch_size=8",
-    "vqgan.disc_start=8", "vqgan.quantize_start=3", "vqgan.codebook_restart_every=4", "vqgan.warmup_steps=2",
-    "train.dim=32", "train.n_layers=1", "train.hidden_dim=64", "train.n_heads=4", "train.epochs=2",
-    "train.batch_size=16", "train.warmup_steps=2",
-    "inpaint.batch_size=8", "evaluate.batch_size=12",
-]
 
 
 @pytest.fixture(scope="session")

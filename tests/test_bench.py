@@ -9,14 +9,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from bench.common import gpu_kernel_times, kernel_kind, time_by_kind
 from bench.plateau import escape_step
+from bench.tiny import TINY
+from conftest import REPO, Project
 from model.vqgan_training import code_entropy, codebook_stats
-import pytest
-
-from conftest import REPO, TINY, Project
 
 
 def test_code_entropy_and_perplexity_closed_forms():

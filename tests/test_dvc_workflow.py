@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY
+from bench.tiny import TINY
+from conftest import REPO
 from stages.config import parse_overrides, set_dotted
 
 DVC = Path(sys.executable).parent / "dvc"

@@ -16,7 +16,8 @@ import torch
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
-from conftest import REPO, TINY
+from bench.tiny import TINY
+from conftest import REPO
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
 from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, rotate_onto

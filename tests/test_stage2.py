@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import torch
 
-from conftest import REPO, TINY, Project
+from bench.tiny import TINY
+from conftest import REPO, Project
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from stages.train import new_transformer, validate
 from stages.training import compile_blocks, warmup_cosine
