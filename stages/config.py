@@ -130,14 +130,15 @@ def require_choice(cfg: dict, section: str, key: str, choices: tuple) -> None:
         raise ConfigError(f"{section}.{key} is {value!r}; expected one of {spelled}")
 
 
-def cli(description: str, extra_args=None) -> tuple[dict, argparse.Namespace]:
-    """The common command line of every stage: `-S key=value` overrides plus stage options."""
+def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tuple[dict, argparse.Namespace]:
+    """The common command line of every stage: `-S key=value` overrides plus stage options, from `argv`
+    (default: the process's own arguments)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a parameter (dotted key, as dvc exp run -S)")
     if extra_args:
         extra_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     return load(args.overrides), args
 
 

@@ -232,13 +232,13 @@ def check_params(cfg: dict) -> None:
     require_ints(cfg, "evaluate", ("batch_size",))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     def args(parser):
         parser.add_argument("--against", type=Path, nargs="*", default=[],
                             help="leave-one-out files of earlier runs on the same test images: print this run's "
                                  "KIDs minus theirs with paired errors")
 
-    cfg, a = cli(__doc__, args)
+    cfg, a = cli(__doc__, args, argv)
     check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()

@@ -25,8 +25,8 @@ VAL = Path("data/prepared/val.npy")
 OUT = Path("data/fid/reference.npz")
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = cli(__doc__, argv=argv)
     if GT.exists():
         device = pick_device(cfg["device"])
         net, batch = load_inception(device), cfg["evaluate"]["batch_size"]

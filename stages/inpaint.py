@@ -185,7 +185,7 @@ def check_params(cfg: dict, points: list[tuple] | None = None) -> None:
             raise ConfigError(f"{where} {schedule}, T={T}, sweet spot={sweet_spot}: {e}") from None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     def args(parser):
         parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
         parser.add_argument("--T", type=int, help="a sweep point's T (default: the headline `T`)")
@@ -194,7 +194,7 @@ def main() -> None:
         parser.add_argument("--headline", action="store_true",
                             help="with --sweep: the headline too, in the same process (what run_all uses)")
 
-    cfg, a = cli(__doc__, args)
+    cfg, a = cli(__doc__, args, argv)
     if a.sweep:
         points = sweep_points(cfg) + ([headline_point(cfg)] if a.headline else [])
     elif a.schedule is None and a.T is None and a.sweet_spot is None:

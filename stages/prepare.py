@@ -181,8 +181,8 @@ def write_outputs(out: Path, arrays: dict, test: dict, summary: dict, cfg: dict)
     write_resolved(cfg, out)
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = cli(__doc__, argv=argv)
     data = cfg["data"]
     with tempfile.TemporaryDirectory(prefix="prepare-") as work:
         arrays, test, summary = load_source(data, Path(work))

@@ -3,26 +3,44 @@ each stage took. Writes the same outputs as `dvc repro`. Every stage's settings 
 the first stage runs.
 
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
+
+The stages run in this one process, each exactly as `python -m stages.<name>` would run it: torch is
+imported and CUDA started once instead of once a stage (`bench.run_all` measures what that saves). No
+stage draws from a random state it did not seed itself, and between stages the compiled graphs and the
+GPU memory the last one left are released, so each stage's outputs are those of its own process
+(tests/test_pipeline.py compares them).
 """
 from __future__ import annotations
 
+import gc
 import importlib
-import subprocess
 import sys
 import time
 
 from stages.common import save_json
-from stages.config import cli, run
+from stages.config import ConfigError, StageFailed, cli, run
 
 
 def plan(cfg: dict) -> list[tuple[str, list[str]]]:
     sweep = cfg["sweep"]
     steps = [("prepare", []), ("vqgan", []), ("tokens", []), ("train", [])]
     points = len(sweep["schedule"]) * len(sweep["T"]) * len(sweep["sweet_spot"])
-    # One process for the sweep and the headline: the models load (and CUDA starts) once.
+    # The sweep and the headline in one call: the models load once.
     steps += [(f"inpaint sweep ({points} configurations) and headline", ["--sweep", "--headline"]),
               ("fid_reference", []), ("evaluate", [])]
     return steps
+
+
+def release() -> None:
+    """What a finished stage leaves behind: its compiled graphs (which hold on to its modules) and the
+    GPU memory its tensors held."""
+    import torch
+
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -30,22 +48,25 @@ def main() -> None:
         parser.add_argument("--skip", nargs="*", default=[], help="stages to skip (e.g. evaluate)")
 
     cfg, a = cli(__doc__, args)
-    stages = [(name, extra) for name, extra in plan(cfg) if name.split()[0] not in a.skip]
-    for name, _ in stages:  # every stage's settings, before the first one runs: a typo fails now, not after training
-        check = getattr(importlib.import_module(f"stages.{name.split()[0]}"), "check_params", None)
+    stages = [(name, importlib.import_module(f"stages.{name.split()[0]}"), extra)
+              for name, extra in plan(cfg) if name.split()[0] not in a.skip]
+    for _, module, _ in stages:  # every stage's settings, before the first one runs: a typo fails now, not after training
+        check = getattr(module, "check_params", None)
         if check:
             check(cfg)
     overrides = [x for o in a.overrides for x in ("-S", o)]
     timings = []
     total = time.time()
-    for name, extra in stages:
+    for name, module, extra in stages:
         t0 = time.time()
         print(f"\n=== {name}", flush=True)
-        proc = subprocess.run([sys.executable, "-m", f"stages.{name.split()[0]}", *overrides, *extra])
+        try:
+            module.main([*overrides, *extra])
+        except (ConfigError, StageFailed) as e:
+            raise type(e)(f"stage {name.split()[0]}: {e}") from None
+        finally:
+            release()
         timings.append({"stage": name, "seconds": round(time.time() - t0, 1)})
-        if proc.returncode != 0:
-            print(f"run_all: stage {name} failed (exit {proc.returncode})", file=sys.stderr)
-            sys.exit(proc.returncode)
     timings.append({"stage": "total", "seconds": round(time.time() - total, 1)})
     save_json(timings, "reports/timings.json")
     print("\n| stage | seconds |\n|---|---|")

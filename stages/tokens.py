@@ -33,8 +33,8 @@ def token_cache(model: VQGAN, images: np.ndarray, batch_size: int, device, desc:
     return out
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = cli(__doc__, argv=argv)
     device = pick_device(cfg["device"])
     model = load_frozen(device)
     bs = cfg["tokens"]["batch_size"]

@@ -240,8 +240,8 @@ def check_params(cfg: dict) -> None:
     require_fraction(cfg, "train", "hole_fraction")
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = cli(__doc__, argv=argv)
     check_params(cfg)
     metrics = train(cfg)
     if metrics:

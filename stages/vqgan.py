@@ -181,8 +181,8 @@ def check_params(cfg: dict) -> None:
         require_ints(cfg, "vqgan", ("decoder_only_from",), low=p["quantize_start"] + 1, high=p["steps"] - 1)
 
 
-def main() -> None:
-    cfg, _ = cli(__doc__)
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = cli(__doc__, argv=argv)
     check_params(cfg)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work

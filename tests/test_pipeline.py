@@ -6,9 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from conftest import TINY, Project
+from bench.tiny import TINY
+from conftest import Project
 from stages.evaluate import samples_picture
 from stages.report import fid_figure, readme, shown_config
 from test_blend import jacobi_correction
@@ -35,6 +37,34 @@ def test_run_all_checks_every_stage_before_the_first_runs(project):
     everything = ["prepare", "vqgan", "tokens", "train", "inpaint", "fid_reference", "evaluate"]
     proc = project.run("run_all", *TINY, "inpaint.blend=feather", args=["--skip", *everything])  # skipped: not checked
     assert "| total |" in proc.stdout
+
+
+def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path):
+    """run_all runs every stage in its own process, DVC each in a fresh one: the outputs must agree, tensor
+    for tensor (a stage drawing from a random state it did not seed, or one left by the stage before, would not)."""
+    sweep = ["sweep.schedule=[cosine, square]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=3"]
+    alone, together = (Project(tmp_path / name) for name in ("alone", "together"))
+    for stage in ("prepare", "vqgan", "tokens", "train"):
+        alone.run(stage, *TINY)
+    alone.run("inpaint", *TINY, *sweep, args=["--sweep", "--headline"])
+    proc = together.run("run_all", *TINY, *sweep, args=["--skip", "fid_reference", "evaluate"])
+    assert "| inpaint sweep (2 configurations) and headline |" in proc.stdout
+    for folder in ("data/prepared", "data/tokens", "results/inpaint"):
+        arrays = sorted(p.relative_to(alone.root) for p in alone.path(folder).rglob("*.npy"))
+        assert len(arrays) >= 4 and arrays == sorted(p.relative_to(together.root)
+                                                     for p in together.path(folder).rglob("*.npy"))
+        for name in arrays:
+            assert np.array_equal(np.load(alone.path(name)), np.load(together.path(name))), name
+    for weights in ("models/vqgan/vqgan.pt", "models/transformer/transformer.pt"):
+        ours, theirs = (torch.load(p.path(weights), weights_only=True) for p in (alone, together))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), weights
+
+
+def test_run_all_names_the_stage_that_failed(project):
+    proc = project.run("run_all", *TINY, args=["--skip", "prepare"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: stage vqgan: data/prepared/val.npy not found: run the `prepare` stage first" in proc.stderr
+    assert "=== tokens" not in proc.stdout
 
 
 def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
