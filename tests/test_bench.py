@@ -169,3 +169,16 @@ def test_stage2_flops_are_the_weights_and_the_attentions_matmuls():
     weights = layers * (4 * d * d + 2 * d * cfg.hidden_dim) + d * d + d * (cfg.num_codebook_vectors + 1)
     forward = 2 * n * weights + layers * 4 * n * n * d
     assert flops_per_image(cfg) == 3 * forward
+
+
+def test_run_all_benchmark_hands_the_stages_an_absolute_inception_path(tmp_path, monkeypatch):
+    """Its stages run in a scratch folder: a relative MASKGIT_FID_WEIGHTS (as gpu_session.sh once set)
+    would point nowhere there."""
+    from bench.run_all import fid_weights
+
+    (tmp_path / "weights.pt").write_bytes(b"0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MASKGIT_FID_WEIGHTS", "weights.pt")
+    assert fid_weights() == {"MASKGIT_FID_WEIGHTS": str(tmp_path / "weights.pt")}
+    monkeypatch.setenv("MASKGIT_FID_WEIGHTS", "missing.pt")
+    assert fid_weights() == {}
