@@ -39,15 +39,20 @@ def test_run_all_checks_every_stage_before_the_first_runs(project):
     assert "| total |" in proc.stdout
 
 
-def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path, compiled):
     """run_all runs every stage in its own process, DVC each in a fresh one: the outputs must agree, tensor
-    for tensor (a stage drawing from a random state it did not seed, or one left by the stage before, would not)."""
-    sweep = ["sweep.schedule=[cosine, square]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=3"]
+    for tensor (a stage drawing from a random state it did not seed, or one left by the stage before, would
+    not). Compiled: both stages block by block, as the lab profile trains them, with the first stage's
+    compiled graphs released before the second compiles its own."""
+    settings = [*TINY, "sweep.schedule=[cosine, square]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=3"]
+    if compiled:
+        settings += ["vqgan.compile=regional", "train.compile=regional"]
     alone, together = (Project(tmp_path / name) for name in ("alone", "together"))
     for stage in ("prepare", "vqgan", "tokens", "train"):
-        alone.run(stage, *TINY)
-    alone.run("inpaint", *TINY, *sweep, args=["--sweep", "--headline"])
-    proc = together.run("run_all", *TINY, *sweep, args=["--skip", "fid_reference", "evaluate"])
+        alone.run(stage, *settings)
+    alone.run("inpaint", *settings, args=["--sweep", "--headline"])
+    proc = together.run("run_all", *settings, args=["--skip", "fid_reference", "evaluate"])
     assert "| inpaint sweep (2 configurations) and headline |" in proc.stdout
     for folder in ("data/prepared", "data/tokens", "results/inpaint"):
         arrays = sorted(p.relative_to(alone.root) for p in alone.path(folder).rglob("*.npy"))
