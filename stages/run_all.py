@@ -1,5 +1,5 @@
 """Run the whole pipeline in order without DVC (for GPU machines that lack it), then print the time
-each stage took. Writes the same outputs as `dvc repro`. Every stage's settings are checked before
+each stage took (and on a GPU its peak memory; also in reports/timings.json). Writes the same outputs as `dvc repro`. Every stage's settings are checked before
 the first stage runs.
 
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
@@ -17,7 +17,9 @@ import importlib
 import sys
 import time
 
-from stages.common import save_json
+import torch
+
+from stages.common import pick_device, save_json
 from stages.config import ConfigError, StageFailed, cli, run
 
 
@@ -34,8 +36,6 @@ def plan(cfg: dict) -> list[tuple[str, list[str]]]:
 def release() -> None:
     """What a finished stage leaves behind: its compiled graphs (which hold on to its modules) and the
     GPU memory its tensors held."""
-    import torch
-
     if "torch._dynamo" in sys.modules:
         torch._dynamo.reset()
     gc.collect()
@@ -55,11 +55,15 @@ def main() -> None:
         if check:
             check(cfg)
     overrides = [x for o in a.overrides for x in ("-S", o)]
+    device = pick_device(cfg["device"])
+    gpu = device.type == "cuda"  # then each stage's peak GPU memory too: what a smaller card must hold
     timings = []
     total = time.time()
     for name, module, extra in stages:
         t0 = time.time()
         print(f"\n=== {name}", flush=True)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
         try:
             module.main([*overrides, *extra])
         except (ConfigError, StageFailed) as e:
@@ -67,11 +71,15 @@ def main() -> None:
         finally:
             release()
         timings.append({"stage": name, "seconds": round(time.time() - t0, 1)})
+        if gpu:
+            timings[-1]["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
     timings.append({"stage": "total", "seconds": round(time.time() - total, 1)})
+    if gpu:
+        timings[-1]["peak_gpu_gib"] = max((t["peak_gpu_gib"] for t in timings[:-1]), default=0.0)
     save_json(timings, "reports/timings.json")
-    print("\n| stage | seconds |\n|---|---|")
+    print("\n| stage | seconds |" + (" peak GPU memory (GiB) |" if gpu else "") + "\n|---|---|" + ("---|" if gpu else ""))
     for t in timings:
-        print(f"| {t['stage']} | {t['seconds']} |")
+        print(f"| {t['stage']} | {t['seconds']} |" + (f" {t['peak_gpu_gib']} |" if gpu else ""))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -315,3 +316,27 @@ def test_report_explains_only_the_rows_it_has():
     assert "stage-1 reconstruction row" not in bare and "held-out real images row" not in bare
     assert "stage-1 reconstruction row" in full and "held-out real images row" in full
     assert "held-out real images row" not in text([sweep, floor])
+
+
+def test_run_all_reports_each_stages_peak_gpu_memory_on_a_gpu(project, monkeypatch, capsys):
+    """Each stage's peak, read after it with the counter reset before it, and the run's highest (a fake
+    CUDA: this machine has none; prepare runs for real, vqgan is a stand-in)."""
+    import stages.run_all
+    import stages.vqgan
+
+    peaks, resets = iter([3 * 2**30, 5.04 * 2**30]), []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    monkeypatch.setattr(stages.run_all, "plan", lambda cfg: [("prepare", []), ("vqgan", [])])
+    monkeypatch.setattr(stages.vqgan, "main", lambda argv: None)
+    monkeypatch.setattr(sys, "argv", ["run_all", *(x for o in TINY for x in ("-S", o))])
+    monkeypatch.chdir(project.root)
+    stages.run_all.main()
+    timings = json.loads(project.path("reports", "timings.json").read_text())
+    assert [t["peak_gpu_gib"] for t in timings] == [3.0, 5.0, 5.0] and len(resets) == 2
+    assert project.path("data", "prepared", "train.npy").exists()
+    table = capsys.readouterr().out.split("| stage | seconds | peak GPU memory (GiB) |")[1]
+    assert "| prepare | " in table and table.strip().endswith("| 5.0 |")
