@@ -42,7 +42,7 @@ def test_run_all_checks_every_stage_before_the_first_runs(project):
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path, compiled):
-    """run_all runs every stage in its own process, DVC each in a fresh one: the outputs must agree, tensor
+    """run_all runs every stage in one process, DVC each in a fresh one: the outputs must agree, tensor
     for tensor (a stage drawing from a random state it did not seed, or one left by the stage before, would
     not). Compiled: both stages block by block, as the lab profile trains them, with the first stage's
     compiled graphs released before the second compiles its own."""
