@@ -1,6 +1,7 @@
 """What a process per stage costs: the whole pipeline at tiny sizes (`bench.tiny`: about a second of work
-a stage) run the way DVC runs it, each stage a fresh `python -m stages.<name>`, against `stages.run_all`,
-every stage in one process; alternating, in a fresh folder each time, medians of --repeat.
+a stage) with each of run_all's seven stages a fresh `python -m stages.<name>`, as DVC runs stages (DVC
+also gives each sweep point its own), against `stages.run_all`, every stage in one process; alternating,
+in a fresh folder each time, medians of --repeat.
 
     python -m bench.run_all [--repeat 3]
 
