@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_session.sh stage1  # prepare, vqgan, tokens (run 8, H200: 326 s)
 #   bash bench/gpu_session.sh rest    # train, the sweep and headline, fid_reference, evaluate, then bench.pngs,
-#                                     # bench.run_all and bench.stage2 block by block at the stage's batch 128, profiled;
+#                                     # bench.stage2 block by block at the stage's batch 128, profiled, and bench.run_all;
 #                                     # results under $OUT (run 8: 255 s without the benchmarks)
 #   LABEL=name bash bench/gpu_session.sh floor  # a stage-1 recipe (OVERRIDES) judged by its floor alone
 #                                     # (bench.floor), paired with every recipe scored before it on this
@@ -64,13 +64,14 @@ rest)
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
         # the inpaint stage's PNG writes on this host's cores, one at a time against threads (seconds)
         python3 -m bench.pngs > "$out/bench_pngs.json"
-        # what run_all's one process saves on this host against a process per stage (torch, CUDA starts), at tiny sizes
-        python3 -m bench.run_all --repeat 1 > "$out/bench_run_all.json"
         # the stage's own mode and batch, profiled: where stage 2's step goes at 22-24 % MFU (about half of it
         # is neither the matmuls nor the attention's score traffic by the README's estimate), and whether
         # torch.compile kept our attention (attention_rewrites 0). Runs 7-8 measured whole against block by
         # block at 256 and block by block at 64 already.
         python3 -m bench.stage2 --compile regional --batch 128 --profile > "$out/bench_stage2_regional_b128.json"
+        # last, as the least needed: what run_all's one process saves on this host against a process per
+        # stage (torch and CUDA starts), at tiny sizes
+        python3 -m bench.run_all --repeat 1 > "$out/bench_run_all.json"
     fi
     ;;
 floor)
