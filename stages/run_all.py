@@ -1,6 +1,6 @@
 """Run the whole pipeline in order without DVC (for GPU machines that lack it), then print the time
-each stage took (and on a GPU its peak memory; also in reports/timings.json). Writes the same outputs as `dvc repro`. Every stage's settings are checked before
-the first stage runs.
+each stage took (on a GPU also its peak memory; both in reports/timings.json). Writes the same outputs
+as `dvc repro`. Every stage's settings are checked before the first stage runs.
 
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
 
@@ -22,15 +22,23 @@ import torch
 from stages.common import pick_device, save_json
 from stages.config import ConfigError, StageFailed, cli, run
 
+HEADINGS = {"stage": "stage", "seconds": "seconds", "peak_gpu_gib": "peak GPU memory (GiB)"}  # timings.json → table
 
-def plan(cfg: dict) -> list[tuple[str, list[str]]]:
+def plan(cfg: dict) -> list[tuple[str, list[str], str]]:
+    """(stage, its extra arguments, its label in the timing table) in pipeline order."""
     sweep = cfg["sweep"]
-    steps = [("prepare", []), ("vqgan", []), ("tokens", []), ("train", [])]
     points = len(sweep["schedule"]) * len(sweep["T"]) * len(sweep["sweet_spot"])
-    # The sweep and the headline in one call: the models load once.
-    steps += [(f"inpaint sweep ({points} configurations) and headline", ["--sweep", "--headline"]),
-              ("fid_reference", []), ("evaluate", [])]
-    return steps
+    return [(name, [], name) for name in ("prepare", "vqgan", "tokens", "train")] + [
+        # the sweep and the headline in one call: the models load once
+        ("inpaint", ["--sweep", "--headline"], f"inpaint sweep ({points} configurations) and headline"),
+        ("fid_reference", [], "fid_reference"), ("evaluate", [], "evaluate")]
+
+
+def peak_gpu_memory(device: torch.device) -> dict:
+    """{"peak_gpu_gib": the most memory tensors held on `device` since the last reset}, {} off a GPU."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)}
 
 
 def release() -> None:
@@ -48,38 +56,35 @@ def main() -> None:
         parser.add_argument("--skip", nargs="*", default=[], help="stages to skip (e.g. evaluate)")
 
     cfg, a = cli(__doc__, args)
-    stages = [(name, importlib.import_module(f"stages.{name.split()[0]}"), extra)
-              for name, extra in plan(cfg) if name.split()[0] not in a.skip]
-    for _, module, _ in stages:  # every stage's settings, before the first one runs: a typo fails now, not after training
+    stages = [(stage, importlib.import_module(f"stages.{stage}"), extra, label)
+              for stage, extra, label in plan(cfg) if stage not in a.skip]
+    for _, module, _, _ in stages:  # every stage's settings before the first runs: a typo fails now, not after training
         check = getattr(module, "check_params", None)
         if check:
             check(cfg)
     overrides = [x for o in a.overrides for x in ("-S", o)]
-    device = pick_device(cfg["device"])
-    gpu = device.type == "cuda"  # then each stage's peak GPU memory too: what a smaller card must hold
+    device = pick_device(cfg["device"])  # on a GPU each stage's peak memory too: what a smaller card must hold
     timings = []
     total = time.time()
-    for name, module, extra in stages:
+    for stage, module, extra, label in stages:
         t0 = time.time()
-        print(f"\n=== {name}", flush=True)
-        if gpu:
+        print(f"\n=== {label}", flush=True)
+        if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         try:
             module.main([*overrides, *extra])
         except (ConfigError, StageFailed) as e:
-            raise type(e)(f"stage {name.split()[0]}: {e}") from None
+            raise type(e)(f"stage {stage}: {e}") from None
         finally:
             release()
-        timings.append({"stage": name, "seconds": round(time.time() - t0, 1)})
-        if gpu:
-            timings[-1]["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
+        timings.append({"stage": label, "seconds": round(time.time() - t0, 1), **peak_gpu_memory(device)})
     timings.append({"stage": "total", "seconds": round(time.time() - total, 1)})
-    if gpu:
+    if device.type == "cuda":
         timings[-1]["peak_gpu_gib"] = max((t["peak_gpu_gib"] for t in timings[:-1]), default=0.0)
     save_json(timings, "reports/timings.json")
-    print("\n| stage | seconds |" + (" peak GPU memory (GiB) |" if gpu else "") + "\n|---|---|" + ("---|" if gpu else ""))
+    print("\n| " + " | ".join(HEADINGS[k] for k in timings[-1]) + " |\n|" + "---|" * len(timings[-1]))
     for t in timings:
-        print(f"| {t['stage']} | {t['seconds']} |" + (f" {t['peak_gpu_gib']} |" if gpu else ""))
+        print("| " + " | ".join(str(v) for v in t.values()) + " |")
 
 
 if __name__ == "__main__":

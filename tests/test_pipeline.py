@@ -330,7 +330,7 @@ def test_run_all_reports_each_stages_peak_gpu_memory_on_a_gpu(project, monkeypat
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
-    monkeypatch.setattr(stages.run_all, "plan", lambda cfg: [("prepare", []), ("vqgan", [])])
+    monkeypatch.setattr(stages.run_all, "plan", lambda cfg: [("prepare", [], "prepare"), ("vqgan", [], "vqgan")])
     monkeypatch.setattr(stages.vqgan, "main", lambda argv: None)
     monkeypatch.setattr(sys, "argv", ["run_all", *(x for o in TINY for x in ("-S", o))])
     monkeypatch.chdir(project.root)
