@@ -33,9 +33,14 @@ def cold_compile():
         yield
 
 
+def clear_compile_counters() -> None:
+    """Start counting `attention_rewrites` (and the compiler's other counters) from zero."""
+    counters.clear()
+
+
 def attention_rewrites() -> int | None:
-    """How many attention forms Inductor has rewritten into PyTorch's fused library kernel since its
-    counters were last cleared (our attention must stay ours: tests/test_compiled_attention.py); None where
+    """How many attention forms Inductor has rewritten into PyTorch's fused library kernel since
+    `clear_compile_counters` (our attention must stay ours: tests/test_compiled_attention.py); None where
     its pattern passes never ran, because the graphs came from its cache."""
     inductor = counters["inductor"]
     return inductor["fuse_attention"] if inductor["pattern_matcher_count"] else None

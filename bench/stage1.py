@@ -16,9 +16,9 @@ import contextlib
 import json
 
 import torch
-from torch._dynamo.utils import counters
 
-from bench.common import H100_BF16_PEAK, attention_rewrites, cold_compile, counted_flops, machine, timed
+from bench.common import (H100_BF16_PEAK, attention_rewrites, clear_compile_counters, cold_compile, counted_flops,
+                          machine, timed)
 from model.vqgan import VQGAN, Discriminator, VQGANConfig
 from model.vqgan_training import Stage1Step
 from stages.training import autocast_for, compile_generator
@@ -72,7 +72,7 @@ def run(device, batch: int | None = None, steps: int | None = None, compile_mode
     precision, cfg = "bf16" if gpu else "fp32", config(width)
     ours = {"batch": batch, "precision": precision, "compiled": compile_mode or False}
     gflop = {phase: flops_per_image(cfg, disc_start) / 1e9 for phase, disc_start in PHASES.items()}
-    counters.clear()
+    clear_compile_counters()
     for phase, disc_start in PHASES.items():
         rate, first = images_per_s(device, cfg, disc_start, batch, steps, precision, compile_mode)
         flops = rate * gflop[phase] * 1e9

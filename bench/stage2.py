@@ -18,10 +18,9 @@ import argparse
 import json
 
 import torch
-from torch._dynamo.utils import counters
 
-from bench.common import (H100_BF16_PEAK, attention_rewrites, cold_compile, counted_flops, machine, time_by_kind,
-                          timed)
+from bench.common import (H100_BF16_PEAK, attention_rewrites, clear_compile_counters, cold_compile, counted_flops,
+                          machine, time_by_kind, timed)
 from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
@@ -61,7 +60,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     params = sum(p.numel() for p in model.parameters())
     flops = flops_per_image(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    counters.clear()
+    clear_compile_counters()
     if compile_mode == "regional":
         compile_blocks(model, (Block,))
     fwd = torch.compile(model) if compile_mode == "whole" else model

@@ -9,9 +9,8 @@ and count the rewrites. A GPU run's own count is in bench.stage1/stage2's `atten
 """
 import pytest
 import torch
-from torch._dynamo.utils import counters
 
-from bench.common import attention_rewrites, cold_compile
+from bench.common import attention_rewrites, clear_compile_counters, cold_compile
 from model.attention import MultiHeadAttention
 from model.transformer import Block, TransformerConfig
 from model.vqgan import NonLocalBlock
@@ -34,7 +33,7 @@ def rewrites(module: torch.nn.Module, x: torch.Tensor, block_type: type, autocas
     """`bench.common.attention_rewrites` while `module`'s blocks of `block_type` compile and run one
     training step."""
     torch._dynamo.reset()
-    counters.clear()
+    clear_compile_counters()
     compile_blocks(module, (block_type,))
     with cold_compile(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         module(x).float().square().mean().backward()
