@@ -76,12 +76,41 @@ def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
 
 
+CODEBOOK_INITS = ("samples", "kmeans")  # `vqgan.codebook_init`
+
+
 @torch.no_grad()
-def init_codebook(model: VQGAN, vectors: torch.Tensor) -> None:
-    """Start the codebook on actual encoder outputs (random samples), not on a tiny uniform cloud."""
+def kmeans(vectors: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
+    """Lloyd's k-means of `vectors` (N, D) into k centres (k, D), seeded by k-means++ (Arthur and
+    Vassilvitskii, 2007: each next seed drawn with probability proportional to its squared distance from
+    the seeds so far, so no cluster starts without a seed). A centre left with no vector stays put: the
+    dead-code restarts during training take care of it."""
+    centres = vectors.new_empty(k, vectors.shape[1])
+    centres[0] = vectors[torch.randint(0, len(vectors), (), device=vectors.device)]
+    d2 = (vectors - centres[0]).square().sum(1)
+    for j in range(1, k):
+        centres[j] = vectors[torch.multinomial(d2.clamp_min(1e-12), 1)[0]]
+        d2 = torch.minimum(d2, (vectors - centres[j]).square().sum(1))
+    for _ in range(iters):
+        nearest = torch.cdist(vectors, centres).argmin(1)
+        counts = torch.bincount(nearest, minlength=k)
+        means = torch.zeros_like(centres).index_add_(0, nearest, vectors) / counts.clamp_min(1)[:, None]
+        centres = torch.where((counts == 0)[:, None], centres, means)
+    return centres
+
+
+@torch.no_grad()
+def init_codebook(model: VQGAN, vectors: torch.Tensor, method: str = "samples") -> None:
+    """Start the codebook on actual encoder outputs, not on a tiny uniform cloud: on random ones
+    (`samples`), or on their k-means centres (`kmeans`), which quantise them with less error, so the
+    decoder's input moves less when the codebook comes on."""
     k = model.codebook.embedding.num_embeddings
-    idx = torch.randint(0, len(vectors), (k,), device=vectors.device)
-    model.codebook.embedding.weight.copy_(vectors[idx])
+    if method == "kmeans":
+        model.codebook.embedding.weight.copy_(kmeans(vectors, k))
+    elif method == "samples":
+        model.codebook.embedding.weight.copy_(vectors[torch.randint(0, len(vectors), (k,), device=vectors.device)])
+    else:
+        raise ValueError(f"codebook init is {method!r}; expected one of {', '.join(CODEBOOK_INITS)}")
 
 
 @torch.no_grad()

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
-from model.vqgan_training import (QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors, generator_forward,
-                                  freeze_tokenizer, init_codebook, psnr, restart_dead_codes)
+from model.vqgan_training import (CODEBOOK_INITS, QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors,
+                                  freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
 from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
@@ -103,7 +103,7 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
         return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
     def start_codebook():  # on encoder outputs: at step 0, or where the autoencoder warm-up ends
-        init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]))
+        init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]), p["codebook_init"])
         usage.zero_()
 
     # Restarts stop for the last fifth, so the decoder settles on the final codebook, or where it is frozen.
@@ -175,6 +175,7 @@ def check_params(cfg: dict) -> None:
         return
     require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
     require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
+    require_choice(cfg, "vqgan", "codebook_init", CODEBOOK_INITS)
     require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
     require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     if p["decoder_only_from"] is not None:  # the codebook must have started before it is frozen

@@ -20,8 +20,10 @@ from bench.tiny import TINY
 from conftest import REPO
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
-from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, rotate_onto
+from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, init_codebook, kmeans, rotate_onto
 from stages.training import compile_generator
+from stages import config
+from stages import vqgan as vqgan_stage
 from stages.vqgan import adopt, reconstruction_metrics
 
 TSV = REPO.parent / "shared" / "lab5" / "vqgan_state_dict.tsv"
@@ -80,7 +82,9 @@ def test_bad_training_knobs_are_rejected_before_work(project):
                                ("vqgan.decoder_only_from=3",
                                 "vqgan.decoder_only_from is 3; expected an integer from 4 to 11"),
                                ("vqgan.quantizer_gradient=rotate",
-                                "vqgan.quantizer_gradient is 'rotate'; expected one of straight_through, rotation")):
+                                "vqgan.quantizer_gradient is 'rotate'; expected one of straight_through, rotation"),
+                               ("vqgan.codebook_init=k-means",
+                                "vqgan.codebook_init is 'k-means'; expected one of samples, kmeans")):
         err = project.fails("vqgan", *TINY, override)
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()
@@ -194,6 +198,67 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
+
+
+def nearest_sq_distance(vectors: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 reference: each vector's squared distance to its nearest centre, and that centre's index."""
+    d = ((vectors.double()[:, None, :] - centres.double()[None, :, :]) ** 2).sum(-1)
+    return d.min(1)
+
+
+def test_kmeans_converges_to_the_means_of_its_own_clusters():
+    """Lloyd's fixed point, checked in float64: on well-separated blobs every centre is the mean of the
+    vectors nearest to it, and each of the k blobs gets one centre (so the error is the blobs' own spread)."""
+    gen = torch.Generator().manual_seed(0)
+    blob_centres = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 20.0]])
+    vectors = (blob_centres.repeat_interleave(200, 0) + torch.randn(800, 3, generator=gen))
+    blob = torch.arange(4).repeat_interleave(200)
+    torch.manual_seed(3)
+    centres = kmeans(vectors, 4, iters=20)
+    _, nearest = nearest_sq_distance(vectors, centres)
+    for j in range(4):
+        members = vectors[nearest == j].double()
+        assert len(members) == 200 and len(set(blob[nearest == j].tolist())) == 1
+        torch.testing.assert_close(centres[j].double(), members.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_kmeans_codebook_quantises_encoder_outputs_with_less_error_than_samples():
+    """init_codebook's two starts on the same vectors, measured by an independent float64 distance: the
+    k-means centres quantise them with a lower mean squared error than random vectors do."""
+    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=4,
+                      num_codebook_vectors=16, norm_groups=4)
+    vectors = torch.randn(2000, 4, generator=torch.Generator().manual_seed(1))
+    errors = {}
+    for method in ("samples", "kmeans"):
+        model = VQGAN(cfg)
+        torch.manual_seed(0)
+        init_codebook(model, vectors, method)
+        errors[method] = float(nearest_sq_distance(vectors, model.codebook.embedding.weight.detach())[0].mean())
+    assert errors["kmeans"] < 0.8 * errors["samples"]
+
+
+def test_kmeans_of_fewer_distinct_vectors_than_centres_keeps_the_empty_centres_on_them():
+    """Three distinct vectors, eight centres: five centres never get a vector, and they must stay where
+    the seeding put them (on the vectors), not fall to the origin; the three used ones are the vectors."""
+    points = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0]])
+    vectors = points.repeat(10, 1)
+    torch.manual_seed(0)
+    centres = kmeans(vectors, 8, iters=3)
+    distance, _ = nearest_sq_distance(centres, points)
+    assert float(distance.max()) == 0.0  # every centre sits on one of the three vectors
+    assert {tuple(c.tolist()) for c in centres} == {tuple(p.tolist()) for p in points}
+
+
+def test_vqgan_stage_starts_the_codebook_as_its_recipe_says(monkeypatch, tmp_path):
+    """vqgan.codebook_init reaches init_codebook when the codebook comes on (at quantize_start)."""
+    seen = []
+    monkeypatch.setattr(vqgan_stage, "init_codebook", lambda model, vectors, method: seen.append(method))
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load([*TINY, "vqgan.steps=3", "vqgan.quantize_start=1", "vqgan.codebook_init=kmeans"],
+                      path=REPO / "params.yaml")
+    images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    vqgan_stage.train(cfg["vqgan"], images, torch.from_numpy(images[:4]), torch.device("cpu"), cfg["data"])
+    assert seen == ["kmeans"]
 
 
 def test_rotation_trick_returns_the_code_and_rotates_the_gradient():
