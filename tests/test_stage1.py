@@ -21,9 +21,9 @@ from conftest import REPO
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
 from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, init_codebook, kmeans, rotate_onto
-from stages.training import compile_generator
 from stages import config
 from stages import vqgan as vqgan_stage
+from stages.training import compile_generator
 from stages.vqgan import adopt, reconstruction_metrics
 
 TSV = REPO.parent / "shared" / "lab5" / "vqgan_state_dict.tsv"
@@ -211,7 +211,7 @@ def test_kmeans_converges_to_the_means_of_its_own_clusters():
     vectors nearest to it, and each of the k blobs gets one centre (so the error is the blobs' own spread)."""
     gen = torch.Generator().manual_seed(0)
     blob_centres = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 20.0]])
-    vectors = (blob_centres.repeat_interleave(200, 0) + torch.randn(800, 3, generator=gen))
+    vectors = blob_centres.repeat_interleave(200, 0) + torch.randn(800, 3, generator=gen)
     blob = torch.arange(4).repeat_interleave(200)
     torch.manual_seed(3)
     centres = kmeans(vectors, 4, iters=20)
