@@ -176,6 +176,13 @@ class Decoder(nn.Module):
         return self.model(x)
 
 
+def nearest_entry(vectors: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+    """For each of `vectors` (N, D), the index of its nearest row of `entries` (K, D) by squared L2."""
+    vectors, entries = vectors.float(), entries.float()
+    d = (vectors**2).sum(1, keepdim=True) + (entries**2).sum(1) - 2 * vectors @ entries.t()
+    return d.argmin(dim=1)
+
+
 class Codebook(nn.Module):
     """Vector quantiser: nearest entry by squared L2, straight-through gradients, VQ losses."""
 
@@ -187,10 +194,7 @@ class Codebook(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C, H, W) → indices (B·H·W,) in row-major order per image."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
-        e = self.embedding.weight.float()
-        d = (flat**2).sum(1, keepdim=True) + (e**2).sum(1) - 2 * flat @ e.t()
-        return d.argmin(dim=1)
+        return nearest_entry(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), self.embedding.weight)
 
     def lookup(self, indices: torch.Tensor, shape) -> torch.Tensor:
         """indices → z_q (B, C, H, W) for shape (B, H, W)."""

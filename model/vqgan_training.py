@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.vqgan import VQGAN, Discriminator
+from model.vqgan import VQGAN, Discriminator, nearest_entry
 
 
 def adaptive_weight(rec_loss, g_loss, last_layer: torch.Tensor, scale: float) -> torch.Tensor:
@@ -79,6 +79,11 @@ def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
 CODEBOOK_INITS = ("samples", "kmeans")  # `vqgan.codebook_init`
 
 
+def random_rows(vectors: torch.Tensor, n: int) -> torch.Tensor:
+    """n rows of `vectors` drawn at random, with replacement."""
+    return vectors[torch.randint(0, len(vectors), (n,), device=vectors.device)]
+
+
 @torch.no_grad()
 def kmeans(vectors: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
     """Lloyd's k-means of `vectors` (N, D) into k centres (k, D), seeded by k-means++ (Arthur and
@@ -86,13 +91,13 @@ def kmeans(vectors: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
     the seeds so far, so no cluster starts without a seed). A centre left with no vector stays put: the
     dead-code restarts during training take care of it."""
     centres = vectors.new_empty(k, vectors.shape[1])
-    centres[0] = vectors[torch.randint(0, len(vectors), (), device=vectors.device)]
+    centres[0] = random_rows(vectors, 1)[0]
     d2 = (vectors - centres[0]).square().sum(1)
     for j in range(1, k):
         centres[j] = vectors[torch.multinomial(d2.clamp_min(1e-12), 1)[0]]
         d2 = torch.minimum(d2, (vectors - centres[j]).square().sum(1))
     for _ in range(iters):
-        nearest = torch.cdist(vectors, centres).argmin(1)
+        nearest = nearest_entry(vectors, centres)  # the codebook's own rule
         counts = torch.bincount(nearest, minlength=k)
         means = torch.zeros_like(centres).index_add_(0, nearest, vectors) / counts.clamp_min(1)[:, None]
         centres = torch.where((counts == 0)[:, None], centres, means)
@@ -108,7 +113,7 @@ def init_codebook(model: VQGAN, vectors: torch.Tensor, method: str = "samples") 
     if method == "kmeans":
         model.codebook.embedding.weight.copy_(kmeans(vectors, k))
     elif method == "samples":
-        model.codebook.embedding.weight.copy_(vectors[torch.randint(0, len(vectors), (k,), device=vectors.device)])
+        model.codebook.embedding.weight.copy_(random_rows(vectors, k))
     else:
         raise ValueError(f"codebook init is {method!r}; expected one of {', '.join(CODEBOOK_INITS)}")
 
@@ -118,8 +123,8 @@ def restart_dead_codes(model: VQGAN, usage: torch.Tensor, vectors: torch.Tensor)
     """Move every entry unused since the last restart onto a random recent encoder output."""
     dead = (usage == 0).nonzero().flatten()
     if len(dead):
-        idx = torch.randint(0, len(vectors), (len(dead),), device=vectors.device)
-        model.codebook.embedding.weight[dead] = vectors[idx].to(model.codebook.embedding.weight.dtype)
+        weight = model.codebook.embedding.weight
+        weight[dead] = random_rows(vectors, len(dead)).to(weight.dtype)
     usage.zero_()
     return len(dead)
 
