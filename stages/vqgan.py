@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
+from model.vqgan import CODEBOOK_METRICS, VQGAN, Discriminator, VQGANConfig, denormalize, normalize
 from model.vqgan_training import (CODEBOOK_INITS, QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors,
                                   freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
 from stages import training
@@ -28,7 +28,8 @@ OUT = Path("models/vqgan")
 REPORTS = Path("reports/vqgan")
 EVAL_IMAGES = 256
 VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
-ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups")
+ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups",
+             "codebook_metric")
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -176,6 +177,7 @@ def check_params(cfg: dict) -> None:
     require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
     require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
     require_choice(cfg, "vqgan", "codebook_init", CODEBOOK_INITS)
+    require_choice(cfg, "vqgan", "codebook_metric", CODEBOOK_METRICS)
     require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
     require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
     if p["decoder_only_from"] is not None:  # the codebook must have started before it is frozen
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
                    seconds=round(time.time() - t0, 1), device=str(device))
     with atomic_dir(OUT) as out:
-        torch.save(model.cpu().state_dict(), out / "vqgan.pt")
+        torch.save(model.cpu().lab_state_dict(), out / "vqgan.pt")
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
         write_resolved(cfg, out)
     with atomic_dir(REPORTS) as rep:

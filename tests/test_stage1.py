@@ -19,7 +19,7 @@ from torch._dynamo.backends.common import aot_autograd
 from bench.tiny import TINY
 from conftest import REPO
 from model.masking import token_mask_from_pixels
-from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
+from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig, normalize
 from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, init_codebook, kmeans, rotate_onto
 from stages import config
 from stages import vqgan as vqgan_stage
@@ -84,7 +84,9 @@ def test_bad_training_knobs_are_rejected_before_work(project):
                                ("vqgan.quantizer_gradient=rotate",
                                 "vqgan.quantizer_gradient is 'rotate'; expected one of straight_through, rotation"),
                                ("vqgan.codebook_init=k-means",
-                                "vqgan.codebook_init is 'k-means'; expected one of samples, kmeans")):
+                                "vqgan.codebook_init is 'k-means'; expected one of samples, kmeans"),
+                               ("vqgan.codebook_metric=l2",
+                                "vqgan.codebook_metric is 'l2'; expected one of euclidean, cosine")):
         err = project.fails("vqgan", *TINY, override)
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()
@@ -259,6 +261,39 @@ def test_vqgan_stage_starts_the_codebook_as_its_recipe_says(monkeypatch, tmp_pat
     images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
     vqgan_stage.train(cfg["vqgan"], images, torch.from_numpy(images[:4]), torch.device("cpu"), cfg["data"])
     assert seen == ["kmeans"]
+
+
+def test_cosine_stage1_saves_unit_codes_that_the_lab_lookup_turns_into_the_token_cache(project):
+    """Trained with `codebook_metric: cosine`, the stage records the metric, saves unit-length codebook
+    rows, and the lab's Euclidean lookup of those rows, in a model built without the metric, encodes
+    the val images to the token cache the tokens stage wrote."""
+    project.run("prepare", *TINY)
+    project.run("vqgan", *TINY, "vqgan.codebook_metric=cosine")
+    project.run("tokens", *TINY)
+    arch = json.loads(project.path("models", "vqgan", "architecture.json").read_text())
+    assert arch.pop("codebook_metric") == "cosine"
+    weights = torch.load(project.path("models", "vqgan", "vqgan.pt"), weights_only=True)
+    norms = weights["codebook.embedding.weight"].double().norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-6, rtol=0)
+    lab = VQGAN(VQGANConfig(**arch)).eval()
+    lab.load_state_dict(weights, strict=True)
+    val = torch.from_numpy(np.load(project.path("data", "prepared", "val.npy")))
+    with torch.no_grad():
+        tokens = torch.cat([lab.encode(normalize(chunk))[1] for chunk in val.split(64)])
+    assert np.array_equal(tokens.numpy(), np.load(project.path("data", "tokens", "val.npy")))
+
+
+def test_cosine_warm_up_feeds_the_decoder_unit_vectors():
+    """In the plain-autoencoder warm-up the decoder gets what the codebook would compare: the encoder's
+    output as unit vectors (a reference built from the modules and an explicit division by the norm)."""
+    torch.manual_seed(0)
+    model = VQGAN(VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
+                              num_codebook_vectors=32, norm_groups=4, codebook_metric="cosine"))
+    x = torch.randn(2, 3, 64, 64)
+    decoded, _, _ = generator_forward(model, x, torch.tensor(0.0))
+    z_e = model.quant_conv(model.encoder(x))
+    plain = model.decoder(model.post_quant_conv(z_e / z_e.norm(dim=1, keepdim=True)))
+    torch.testing.assert_close(decoded, plain, atol=1e-6, rtol=1e-6)
 
 
 def test_rotation_trick_returns_the_code_and_rotates_the_gradient():
