@@ -199,7 +199,8 @@ class Codebook(nn.Module):
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         if cfg.codebook_metric not in CODEBOOK_METRICS:
-            raise ValueError(f"codebook metric is {cfg.codebook_metric!r}; expected one of {', '.join(CODEBOOK_METRICS)}")
+            raise ValueError(f"codebook metric is {cfg.codebook_metric!r}; "
+                             f"expected one of {', '.join(CODEBOOK_METRICS)}")
         self.beta, self.cosine = cfg.beta, cfg.codebook_metric == "cosine"
         self.embedding = nn.Embedding(cfg.num_codebook_vectors, cfg.latent_dim)
         self.embedding.weight.data.uniform_(-1.0 / cfg.num_codebook_vectors, 1.0 / cfg.num_codebook_vectors)

@@ -52,7 +52,8 @@ def generator_features(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor, gr
 
     `quantize` is a 0-dim tensor, 1 or 0. At 0 the decoder gets the encoder's output itself (as the
     codebook compares it, `project`ed) and the codebook loss is 0: a plain autoencoder, the warm-up that
-    lets the codebook start on what the encoder has learned to emit. A tensor, not a bool, so one compiled graph serves both phases.
+    lets the codebook start on what the encoder has learned to emit. A tensor, not a bool, so one
+    compiled graph serves both phases.
     `gradient`: how the reconstruction's gradient crosses the quantiser (`QUANTIZER_GRADIENTS`)."""
     z_e = model.codebook.project(model.quant_conv(model.encoder(x)))
     z_q, indices, q_loss = model.codebook(z_e)
