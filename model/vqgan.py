@@ -241,10 +241,13 @@ class VQGAN(nn.Module):
         self.post_quant_conv = nn.Conv2d(cfg.latent_dim, cfg.latent_dim, 1)
         self.decoder = Decoder(cfg)
 
+    def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images → z_e (B, D, h, w), the encoder's output as the codebook compares it."""
+        return self.codebook.project(self.quant_conv(self.encoder(x)))
+
     def encode(self, x: torch.Tensor):
         """Normalised images → (z_q, token indices (B, H·W), codebook loss)."""
-        z_e = self.codebook.project(self.quant_conv(self.encoder(x)))
-        z_q, indices, q_loss = self.codebook(z_e)
+        z_q, indices, q_loss = self.codebook(self.encoder_output(x))
         return z_q, indices.view(x.shape[0], -1), q_loss
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:

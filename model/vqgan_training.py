@@ -51,11 +51,11 @@ def generator_features(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor, gr
     indices (B, H·W), codebook loss).
 
     `quantize` is a 0-dim tensor, 1 or 0. At 0 the decoder gets the encoder's output itself (as the
-    codebook compares it, `project`ed) and the codebook loss is 0: a plain autoencoder, the warm-up that
+    codebook compares it) and the codebook loss is 0: a plain autoencoder, the warm-up that
     lets the codebook start on what the encoder has learned to emit. A tensor, not a bool, so one
     compiled graph serves both phases.
     `gradient`: how the reconstruction's gradient crosses the quantiser (`QUANTIZER_GRADIENTS`)."""
-    z_e = model.codebook.project(model.quant_conv(model.encoder(x)))
+    z_e = model.encoder_output(x)
     z_q, indices, q_loss = model.codebook(z_e)
     if gradient == "rotation":
         z_q = rotate_onto(z_e, z_q).to(z_q.dtype)
@@ -73,7 +73,7 @@ def generator_forward(model: VQGAN, x: torch.Tensor, quantize: torch.Tensor, gra
 @torch.no_grad()
 def encoder_vectors(model: VQGAN, x: torch.Tensor) -> torch.Tensor:
     with torch.compiler.set_stance("force_eager"):  # blocks compiled in place would recompile for no_grad
-        z = model.codebook.project(model.quant_conv(model.encoder(x)))
+        z = model.encoder_output(x)
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
 
 
