@@ -362,10 +362,11 @@ def test_generator_forward_bypasses_the_codebook_only_in_the_warm_up():
     assert (grad is None or not grad.any()) and model.encoder.model[0].weight.grad.abs().sum() > 0
 
 
-def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step(metric):
     """The adaptive GAN weight takes gradients at the decoder's last conv; compile_generator leaves that
     conv outside the graph, so a step runs the compiled backward once (compiling the whole generator
-    runs it three times: twice for the weight, once for the update)."""
+    runs it three times: twice for the weight, once for the update). Under either codebook metric."""
     backwards = []
 
     def counting_backward(gm, _):
@@ -380,7 +381,7 @@ def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step():
     torch._dynamo.reset()
     torch.manual_seed(0)
     cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-                      num_codebook_vectors=32, norm_groups=4)
+                      num_codebook_vectors=32, norm_groups=4, codebook_metric=metric)
     model, disc = VQGAN(cfg), Discriminator()
     x = torch.randn(2, 3, 64, 64)
     forwards = []
