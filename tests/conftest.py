@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.tiny import TINY
+from model.vqgan import VQGANConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -15,6 +16,12 @@ LAB_SAMPLE = SHARED / "data" / "lab5-format-sample"
 
 needs_cats64 = pytest.mark.skipif(not CATS64.is_dir(), reason="../shared/data/cats64 not present")
 needs_lab_sample = pytest.mark.skipif(not LAB_SAMPLE.is_dir(), reason="../shared/data/lab5-format-sample not present")
+
+
+def tiny_vqgan_config(**changes) -> VQGANConfig:
+    """Stage 1 at TINY's widths (bench/tiny.py), for tests that build the model directly."""
+    return VQGANConfig(**{"enc_channels": [8, 8, 8, 8, 16, 16], "dec_channels": [8, 8, 8, 16, 16], "latent_dim": 16,
+                          "num_codebook_vectors": 32, "norm_groups": 4, **changes})
 
 
 class Project:

@@ -17,7 +17,7 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 from bench.tiny import TINY
-from conftest import REPO
+from conftest import REPO, tiny_vqgan_config
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig, normalize
 from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, init_codebook, kmeans, rotate_onto
@@ -227,8 +227,7 @@ def test_kmeans_converges_to_the_means_of_its_own_clusters():
 def test_kmeans_codebook_quantises_encoder_outputs_with_less_error_than_samples():
     """init_codebook's two starts on the same vectors, measured by an independent float64 distance: the
     k-means centres quantise them with a lower mean squared error than random vectors do."""
-    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=4,
-                      num_codebook_vectors=16, norm_groups=4)
+    cfg = tiny_vqgan_config(latent_dim=4, num_codebook_vectors=16)
     vectors = torch.randn(2000, 4, generator=torch.Generator().manual_seed(1))
     errors = {}
     for method in ("samples", "kmeans"):
@@ -287,8 +286,7 @@ def test_cosine_warm_up_feeds_the_decoder_unit_vectors():
     """In the plain-autoencoder warm-up the decoder gets what the codebook would compare: the encoder's
     output as unit vectors (a reference built from the modules and an explicit division by the norm)."""
     torch.manual_seed(0)
-    model = VQGAN(VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-                              num_codebook_vectors=32, norm_groups=4, codebook_metric="cosine"))
+    model = VQGAN(tiny_vqgan_config(codebook_metric="cosine"))
     x = torch.randn(2, 3, 64, 64)
     decoded, _, _ = generator_forward(model, x, torch.tensor(0.0))
     z_e = model.quant_conv(model.encoder(x))
@@ -327,8 +325,7 @@ def test_rotation_trick_returns_the_code_and_rotates_the_gradient():
 
 def test_stage1_step_takes_the_quantizer_gradient_from_its_recipe():
     """vqgan.quantizer_gradient reaches the step: same losses, different encoder gradients."""
-    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-                      num_codebook_vectors=32, norm_groups=4)
+    cfg = tiny_vqgan_config()
     x, grads, losses = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), [], []
     for gradient in ("straight_through", "rotation"):
         torch.manual_seed(0)
@@ -348,8 +345,7 @@ def test_generator_forward_bypasses_the_codebook_only_in_the_warm_up():
     """quantize=1 is the model's own forward; quantize=0 is encoder → decoder with no codebook in between
     (a reference built from the modules themselves), no codebook loss, and no gradient to the codebook."""
     torch.manual_seed(0)
-    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-                      num_codebook_vectors=32, norm_groups=4)
+    cfg = tiny_vqgan_config()
     model, x = VQGAN(cfg), torch.randn(2, 3, 64, 64)
     for got, want in zip(generator_forward(model, x, torch.tensor(1.0)), model(x)):
         assert torch.equal(got, want)
@@ -380,8 +376,7 @@ def test_compiled_generator_matches_eager_and_runs_one_backward_per_gan_step(met
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    cfg = VQGANConfig(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-                      num_codebook_vectors=32, norm_groups=4, codebook_metric=metric)
+    cfg = tiny_vqgan_config(codebook_metric=metric)
     model, disc = VQGAN(cfg), Discriminator()
     x = torch.randn(2, 3, 64, 64)
     forwards = []

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_vqgan_config
 from model.vqgan import VQGAN, VQGANConfig
 
 LAB = Path(__file__).resolve().parents[2] / "shared" / "lab5"
@@ -43,21 +44,18 @@ def test_lab_configuration_has_lab_keys_and_shapes():
     assert sum(v.numel() for v in model.parameters()) == 70_775_299
 
 
-SMALL = dict(enc_channels=[8, 8, 8, 8, 16, 16], dec_channels=[8, 8, 8, 16, 16], latent_dim=16,
-             num_codebook_vectors=32, norm_groups=4)
-
-
 def scattered_codebook(model: VQGAN, seed: int = 0) -> None:
     """Entries of very different lengths, so lookups by distance and by direction disagree."""
+    k, d = model.codebook.embedding.weight.shape
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(32, 16, generator=gen) * torch.logspace(-1, 1, 32)[torch.randperm(32, generator=gen), None]
+    w = torch.randn(k, d, generator=gen) * torch.logspace(-1, 1, k)[torch.randperm(k, generator=gen), None]
     model.codebook.embedding.weight.data.copy_(w)
 
 
 def test_cosine_codebook_picks_the_code_of_greatest_cosine_and_feeds_its_unit_vector():
     """Against a float64 reference: the index of the greatest cosine between vector and entry, and z_q the
     unit entry; the Euclidean codebook with the same weights picks other codes for many vectors."""
-    model = VQGAN(VQGANConfig(**SMALL, codebook_metric="cosine"))
+    model = VQGAN(tiny_vqgan_config(codebook_metric="cosine"))
     scattered_codebook(model)
     z = torch.randn(4, 16, 3, 3, generator=torch.Generator().manual_seed(1)) * 3
     z_q, indices, _ = model.codebook(model.codebook.project(z))
@@ -67,7 +65,7 @@ def test_cosine_codebook_picks_the_code_of_greatest_cosine_and_feeds_its_unit_ve
     assert torch.equal(indices, cos.argmax(dim=1))
     unit = (w / w.norm(dim=1, keepdim=True))[indices].float()
     torch.testing.assert_close(z_q.permute(0, 2, 3, 1).reshape(-1, 16), unit, atol=1e-6, rtol=0)
-    euclidean = VQGAN(VQGANConfig(**SMALL))
+    euclidean = VQGAN(tiny_vqgan_config())
     euclidean.codebook.load_state_dict(model.codebook.state_dict())
     assert (euclidean.codebook.nearest(z) != indices).float().mean() > 0.3
 
@@ -76,13 +74,13 @@ def test_cosine_vqgan_exports_a_codebook_the_lab_lookup_reads_alike():
     """`lab_state_dict` of a cosine model, loaded into the lab's (Euclidean) model of the same widths,
     encodes to the same tokens and decodes them to the same images; its plain state_dict would not."""
     torch.manual_seed(0)
-    model = VQGAN(VQGANConfig(**SMALL, codebook_metric="cosine")).eval()
+    model = VQGAN(tiny_vqgan_config(codebook_metric="cosine")).eval()
     scattered_codebook(model)
     for block in model.modules():  # off the identity start, so the decoder depends on its input
         if isinstance(block, torch.nn.Conv2d):
             torch.nn.init.normal_(block.weight, std=0.3)
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    lab, unbaked = VQGAN(VQGANConfig(**SMALL)).eval(), VQGAN(VQGANConfig(**SMALL)).eval()
+    lab, unbaked = VQGAN(tiny_vqgan_config()).eval(), VQGAN(tiny_vqgan_config()).eval()
     lab.load_state_dict(model.lab_state_dict(), strict=True)
     unbaked.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
