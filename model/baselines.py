@@ -6,7 +6,7 @@ import numpy as np
 
 def opencv_inpaint(masked: np.ndarray, mask64: np.ndarray, method: str, radius: int = 3) -> np.ndarray:
     """Telea or Navier-Stokes inpainting of every image; mask64 uses 0 = hole."""
-    import cv2  # imported here: only the evaluation needs OpenCV
+    import cv2  # imported here: only the evaluation and the tokens' prefill need OpenCV
 
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
     holes = (mask64 == 0).astype(np.uint8) * 255

@@ -2,7 +2,8 @@
 
 Outputs in data/tokens/: train.npy, val.npy, test_masked.npy (int16, N x 256), test_mask.npy (bool,
 N x 256: the lab's pixel-to-token rule), test_gt.npy (tokens of the ground truth, when it exists).
-Stage 2 trains on these and never runs the encoder again.
+Stage 2 trains on these and never runs the encoder again. The masked test images are encoded with their
+holes filled as `tokens.prefill` says (grey: as given, the lab's way).
 """
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.baselines import opencv_inpaint
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, normalize
 from stages.common import atomic_dir, pick_device, write_resolved
-from stages.config import cli, run
+from stages.config import cli, require_choice, require_ints, run
 from stages.training import load_array
 from stages.vqgan import load_frozen
 
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokens")
+PREFILLS = ("grey", "telea", "ns")  # `tokens.prefill`
 
 
 @torch.inference_mode()
@@ -33,19 +36,34 @@ def token_cache(model: VQGAN, images: np.ndarray, batch_size: int, device, desc:
     return out
 
 
+def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarray:
+    """The masked test images as the encoder is to see them: grey, as given; telea or ns, the holes first
+    filled by OpenCV. The encoder's receptive field spans the image (its attention at 16x16 too), so grey
+    holes change the tokens of known patches as well; a fill leaves more of them the image's own, which on
+    the CPU lowered the raw decode's FID but not the composite's (docs/cpu_studies.md, bench.prefill)."""
+    return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
+
+
+def check_params(cfg: dict) -> None:
+    require_choice(cfg, "tokens", "prefill", PREFILLS)
+    require_ints(cfg, "tokens", ("batch_size",))
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
+    check_params(cfg)
     device = pick_device(cfg["device"])
     model = load_frozen(device)
     bs = cfg["tokens"]["batch_size"]
+    mask64 = load_array(PREPARED / "test" / "mask64.npy", "prepare")
     arrays = {
         "train": load_array(PREPARED / "train.npy", "prepare"),
         "val": load_array(PREPARED / "val.npy", "prepare"),
-        "test_masked": load_array(PREPARED / "test" / "masked.npy", "prepare"),
+        "test_masked": prefilled(load_array(PREPARED / "test" / "masked.npy", "prepare"), mask64,
+                                 cfg["tokens"]["prefill"]),
     }
     if (PREPARED / "test" / "gt.npy").exists():
         arrays["test_gt"] = np.load(PREPARED / "test" / "gt.npy")
-    mask64 = load_array(PREPARED / "test" / "mask64.npy", "prepare")
     with atomic_dir(OUT) as out:
         for name, images in arrays.items():
             np.save(out / f"{name}.npy", token_cache(model, images, bs, device, name))

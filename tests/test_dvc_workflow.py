@@ -56,5 +56,8 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
     assert "headline.schedule" in diff and "linear" in diff and "headline.fid_composite" in diff
     show = sh("dvc exp show --no-pager --csv", clone)
     assert "linear" in show
+    # the test images' prefill changes their tokens only: stage 2, which reads the train and val caches, stays
+    out = sh("dvc exp run -S tokens.prefill=ns", clone)
+    assert ran_stages(out) == {"tokens", "inpaint@cosine-2-0", "inpaint@square-2-0", "inpaint_headline", "evaluate"}
     sh("dvc plots show -o plots_html", clone)
     assert (clone / "plots_html" / "index.html").stat().st_size > 1000

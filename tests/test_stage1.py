@@ -4,6 +4,7 @@ import copy
 import csv
 import json
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 from bench.tiny import TINY
-from conftest import REPO, tiny_vqgan_config
+from conftest import REPO, Project, tiny_vqgan_config
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig, normalize
 from model.vqgan_training import Stage1Step, freeze_tokenizer, generator_forward, init_codebook, kmeans, rotate_onto
@@ -200,6 +201,46 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
+
+
+def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_project, tmp_path):
+    """`tokens.prefill`: the masked test images are encoded as given (grey) or with OpenCV's inpainting of the
+    holes first (telea, ns: cv2 called here directly), every other cache unchanged; the default is grey; a bad
+    value is refused by name before any encoding."""
+    import cv2
+
+    shutil.copytree(tiny_project.root, tmp_path / "p")
+    project = Project(tmp_path / "p")
+    masked = np.load(project.path("data", "prepared", "test", "masked.npy"))
+    holes = (np.load(project.path("data", "prepared", "test", "mask64.npy")) == 0).astype(np.uint8) * 255
+    arch = json.loads(project.path("models", "vqgan", "architecture.json").read_text())
+    model = VQGAN(VQGANConfig(**arch))
+    model.load_state_dict(torch.load(project.path("models", "vqgan", "vqgan.pt"), weights_only=True))
+    model.eval()
+
+    def encoded(images):
+        with torch.no_grad():
+            return model.encode(normalize(torch.from_numpy(images)))[1].numpy()
+
+    def caches():
+        return {p.name: np.load(p) for p in project.path("data", "tokens").glob("*.npy")}
+
+    default = caches()
+    expected = {"grey": encoded(masked)}
+    for name, flag in (("telea", cv2.INPAINT_TELEA), ("ns", cv2.INPAINT_NS)):
+        expected[name] = encoded(np.stack([cv2.inpaint(m, h, 3, flag) for m, h in zip(masked, holes)]))
+    assert not np.array_equal(expected["grey"], expected["ns"])  # the fill reaches the tokens at these sizes
+    assert np.array_equal(default["test_masked.npy"], expected["grey"])
+    for prefill in ("ns", "telea"):
+        project.run("tokens", *TINY, f"tokens.prefill={prefill}")
+        got = caches()
+        assert np.array_equal(got.pop("test_masked.npy"), expected[prefill]), prefill
+        assert set(got) | {"test_masked.npy"} == set(default)
+        assert all(np.array_equal(v, default[k]) for k, v in got.items())
+    before = project.path("data", "tokens", "test_masked.npy").stat().st_mtime_ns
+    err = project.fails("tokens", *TINY, "tokens.prefill=white")
+    assert "tokens.prefill is 'white'; expected one of grey, telea, ns" in err and "Traceback" not in err
+    assert project.path("data", "tokens", "test_masked.npy").stat().st_mtime_ns == before
 
 
 def nearest_sq_distance(vectors: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
