@@ -3,8 +3,9 @@
 # calls on one warm machine, each within a device call's 10 minutes:
 #
 #   bash bench/gpu_session.sh stage1  # prepare, vqgan, tokens (run 8, H200: 326 s)
-#   bash bench/gpu_session.sh rest    # train, the sweep and headline, fid_reference, evaluate, then bench.pngs,
-#                                     # bench.stage2 block by block at the stage's batch 128, profiled, and bench.run_all;
+#   bash bench/gpu_session.sh rest    # train, the sweep and headline, fid_reference, evaluate, bench.prefill,
+#                                     # then bench.pngs, bench.stage2 block by block at the stage's batch 128,
+#                                     # profiled, and bench.run_all;
 #                                     # results under $OUT (run 8: 255 s without the benchmarks)
 #   LABEL=name bash bench/gpu_session.sh floor  # a stage-1 recipe (OVERRIDES) judged by its floor alone
 #                                     # (bench.floor), paired with every recipe scored before it on this
@@ -61,6 +62,8 @@ rest)
     # results/leave_one_out.npz: every scored set's per-image KID values, so a later run can be paired with this one
     tar czf "$out/reports.tar.gz" reports models/vqgan/architecture.json models/vqgan/config.yaml \
         $(ls results/leave_one_out.npz 2> /dev/null || true)
+    # the known tokens at the lab's width: how far grey holes move them, and each prefill's oracle decode (seconds)
+    fid_weights && python3 -m bench.prefill "${settings[@]}" > "$out/bench_prefill.json"
     if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 leaves the device time to the pipeline
         # the inpaint stage's PNG writes on this host's cores, one at a time against threads (seconds)
         python3 -m bench.pngs > "$out/bench_pngs.json"

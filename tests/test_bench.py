@@ -1,6 +1,7 @@
 """The benchmarks' helpers: the plateau benchmark's reference line (the code entropy, shared with the
 codebook perplexity) against closed forms and a tiny end-to-end run; the profile's kernel kinds; the
-stage-1 floor tool's errors against a recomputation from its saved values."""
+stage-1 floor tool's errors against a recomputation from its saved values; the prefill probe's distances
+against a brute-force search."""
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import torch
 
 from bench.common import gpu_kernel_times, kernel_kind, time_by_kind
 from bench.plateau import escape_step
+from bench.prefill import distance_from_mask
 from bench.tiny import TINY
 from conftest import REPO, Project
 from model.vqgan_training import code_entropy, codebook_stats
@@ -99,6 +101,49 @@ def test_gpu_kernel_times_count_each_kernel_once():
               event("aten::_softmax", 50, 60, DeviceType.CPU), event("triton_per_fused__softmax_0", 52, 57, DeviceType.CUDA),
               event("sm90_xmma_gemm_bf16", 60, 75, DeviceType.CUDA)]
     assert gpu_kernel_times(events) == {"sm90_xmma_gemm_bf16": 45, "triton_per_fused__softmax_0": 5}
+
+
+def test_distance_from_mask_is_the_chebyshev_distance_to_the_nearest_masked_token():
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 256)) < np.array([0.02, 0.05, 0.1, 0.3, 0.0, 1.0])[:, None]
+    masks[0] = False
+    masks[0, 17] = True  # a single masked token: distances are rings around it
+    got = distance_from_mask(masks)
+    for i, mask in enumerate(masks):
+        ys, xs = np.divmod(np.flatnonzero(mask), 16)
+        for t in range(256):
+            y, x = divmod(t, 16)
+            want = np.maximum(abs(ys - y), abs(xs - x)).min() if len(ys) else 256
+            assert got[i, t] == want, (i, t)
+    assert got[0].max() == 14 and (got[0] == 1).sum() == 8
+
+
+def test_prefill_probe_counts_the_known_tokens_each_fill_leaves_the_images_own(tiny_project, tmp_path):
+    """bench.prefill's agreement for grey holes is the share of known tokens of the masked images' cache (the
+    tokens stage's, default grey) equal to the unmasked images' cache, recounted here; its rings partition
+    the known tokens; every fill and the floor are scored raw and composite, paired against grey."""
+    shutil.copytree(tiny_project.root, tmp_path / "p")
+    project = Project(tmp_path / "p")
+    project.run("fid_reference", *TINY)
+    cmd = [sys.executable, "-m", "bench.prefill", *[a for o in TINY for a in ("-S", o)]]
+    proc = subprocess.run(cmd, cwd=project.root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["prefill"]
+    assert set(rows) == {"grey", "telea", "ns", "floor"}
+    tokens = {name: np.load(project.path("data", "tokens", f"{name}.npy")) for name in ("test_masked", "test_gt")}
+    known = ~np.load(project.path("data", "tokens", "test_mask.npy"))
+    same = tokens["test_masked"][known] == tokens["test_gt"][known]
+    assert rows["grey"]["known_agree"] == pytest.approx(same.mean(), abs=1e-4)
+    dist = distance_from_mask(~known)[known]
+    shares = [(dist == 1).mean(), (dist == 2).mean(), (dist >= 3).mean()]
+    rings = [rows["grey"][k] for k in ("agree_d1", "agree_d2", "agree_d3+")]
+    weighted = sum(share * ring for share, ring in zip(shares, rings) if share > 0)
+    assert weighted == pytest.approx(same.mean(), abs=1e-3)
+    for row in rows.values():
+        assert {"fid", "kid", "kid_se", "kid_minus_grey"} <= set(row["raw"])
+        assert set(row["raw"]) == set(row["composite"])
+    assert rows["grey"]["raw"]["kid_minus_grey"] == [0.0, 0.0]
 
 
 def floor_tool(root, *args):
