@@ -53,7 +53,7 @@ def agreement(tokens: np.ndarray, truth: np.ndarray, dist: np.ndarray) -> dict:
     out = {"known_agree": round(float(same[dist > 0].mean()), 4)}
     for d in RINGS:
         ring = dist >= d if d == RINGS[-1] else dist == d
-        out[f"agree_d{d}{'+' if d == RINGS[-1] else ''}"] = round(float(same[ring & (dist > 0)].mean()), 4)
+        out[f"agree_d{d}{'+' if d == RINGS[-1] else ''}"] = round(float(same[ring].mean()), 4)
     return out
 
 

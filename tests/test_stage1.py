@@ -203,7 +203,7 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
 
 
-def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_project, tmp_path):
+def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_project, tmp_path, monkeypatch):
     """`tokens.prefill`: the masked test images are encoded as given (grey) or with OpenCV's inpainting of the
     holes first (telea, ns: cv2 called here directly), every other cache unchanged; the default is grey; a bad
     value is refused by name before any encoding."""
@@ -213,10 +213,8 @@ def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_pro
     project = Project(tmp_path / "p")
     masked = np.load(project.path("data", "prepared", "test", "masked.npy"))
     holes = (np.load(project.path("data", "prepared", "test", "mask64.npy")) == 0).astype(np.uint8) * 255
-    arch = json.loads(project.path("models", "vqgan", "architecture.json").read_text())
-    model = VQGAN(VQGANConfig(**arch))
-    model.load_state_dict(torch.load(project.path("models", "vqgan", "vqgan.pt"), weights_only=True))
-    model.eval()
+    monkeypatch.chdir(project.root)
+    model = vqgan_stage.load_frozen("cpu")
 
     def encoded(images):
         with torch.no_grad():
