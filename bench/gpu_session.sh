@@ -7,6 +7,10 @@
 #                                     # then bench.pngs, bench.stage2 block by block at the stage's batch 128,
 #                                     # profiled, and bench.run_all;
 #                                     # results under $OUT (run 8: 255 s without the benchmarks)
+#   bash bench/gpu_session.sh prefill # after rest, on the same machine: tokens, the sweep and evaluate again with the
+#                                     # test holes prefilled (PREFILL=ns, or telea), each KID paired with rest's grey
+#                                     # run; rest's tokens and KIDs are put back after (about 2 min on the H200,
+#                                     # estimated from run 8's stages)
 #   LABEL=name bash bench/gpu_session.sh floor  # a stage-1 recipe (OVERRIDES) judged by its floor alone
 #                                     # (bench.floor), paired with every recipe scored before it on this
 #                                     # machine; a recipe trained before the weights arrive is scored by
@@ -23,9 +27,9 @@
 set -euo pipefail
 set -f  # OVERRIDES is split on spaces but not globbed: -S sweep.T=[4] is not a file pattern
 cd "$(dirname "$0")/.."
-phase=${1:?usage: bash bench/gpu_session.sh stage1|rest|floor}
-[[ $phase == stage1 || $phase == rest || $phase == floor ]] ||
-    { echo "gpu_session: unknown phase '$phase' (stage1, rest or floor)" >&2; exit 2; }
+phase=${1:?usage: bash bench/gpu_session.sh stage1|rest|prefill|floor}
+[[ $phase == stage1 || $phase == rest || $phase == prefill || $phase == floor ]] ||
+    { echo "gpu_session: unknown phase '$phase' (stage1, rest, prefill or floor)" >&2; exit 2; }
 out=${OUT:-gpu_session_out}
 mkdir -p "$out"
 settings=(-S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
@@ -76,6 +80,19 @@ rest)
         # stage (torch and CUDA starts), at tiny sizes
         python3 -m bench.run_all --repeat 1 > "$out/bench_run_all.json"
     fi
+    ;;
+prefill)
+    fill=${PREFILL:-ns}
+    fid_weights || { echo "gpu_session: prefill needs .data/fid_part_00 and _01" >&2; exit 2; }
+    [ -f results/leave_one_out.npz ] && [ -f models/transformer/transformer.pt ] ||
+        { echo "gpu_session: prefill compares with rest's run: run rest first on this machine" >&2; exit 2; }
+    grey=.data/prefill_grey  # rest's test tokens and KIDs, put back however this phase ends: a second prefill
+    rm -rf $grey && mkdir -p $grey && cp -r data/tokens results/leave_one_out.npz $grey/  # is paired with grey too
+    trap 'rm -rf data/tokens && cp -r $grey/tokens data/tokens && cp $grey/leave_one_out.npz results/' EXIT
+    "${run_all[@]}" -S tokens.prefill="$fill" --skip prepare vqgan train fid_reference evaluate 2>&1 | tee "$out/prefill_$fill.log"
+    python3 -m stages.evaluate "${settings[@]}" -S tokens.prefill="$fill" --against $grey/leave_one_out.npz 2>&1 |
+        tee -a "$out/prefill_$fill.log"
+    tar czf "$out/reports_prefill_$fill.tar.gz" reports results/leave_one_out.npz
     ;;
 floor)
     label=${LABEL:?the floor phase needs LABEL=name for its recipe}
