@@ -10,11 +10,16 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 
 from bench.tiny import TINY
+from model.baselines import hole_psnr
+from model.blend import blender
 from model.fid import inception_weights
 from model.synthetic import synthetic_faces
+from model.vqgan import VQGAN, VQGANConfig
 from stages.common import save_png
+from stages.vqgan import decode_images
 from tests.conftest import REPO
 
 
@@ -33,21 +38,36 @@ def members(archive) -> set:
         return set(tar.getnames())
 
 
-def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_path):
+def scratch_project(tmp_path):
+    """The code and params in tmp_path/repo, as a call copies the checkout (without .data)."""
     root = tmp_path / "repo"
     for folder in ("bench", "model", "stages"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    out = tmp_path / "out"
+    return root
 
-    proc = session(root, "stage1", out)
-    assert proc.returncode == 2 and ".data/cats64 is missing" in proc.stderr
+
+def carry_images(root):
     cats = root / ".data" / "cats64"
     cats.mkdir(parents=True)
     for i, face in enumerate(synthetic_faces(240, seed=3)):
         save_png(face, cats / f"cat_{i:03d}.png")
-    weights = inception_weights().read_bytes()  # carried in two parts, each under a call's 64 MiB
-    (root / ".data" / "fid_part_00").write_bytes(weights[:len(weights) // 2])
+
+
+def carry_weights(root, part: int) -> bytes:
+    """One of the Inception weights' two parts, each under a call's 64 MiB; the whole file's bytes."""
+    weights = inception_weights().read_bytes()
+    half = len(weights) // 2
+    (root / ".data" / f"fid_part_0{part}").write_bytes(weights[:half] if part == 0 else weights[half:])
+    return weights
+
+
+def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_path):
+    root, out = scratch_project(tmp_path), tmp_path / "out"
+    proc = session(root, "stage1", out)
+    assert proc.returncode == 2 and ".data/cats64 is missing" in proc.stderr
+    carry_images(root)
+    carry_weights(root, 0)
 
     proc = session(root, "stage1", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,7 +77,7 @@ def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_pa
 
     proc = session(root, "prefill", out)  # before rest: nothing to compare with, and only half the weights
     assert proc.returncode == 2 and "fid_part_00 and _01" in proc.stderr
-    (root / ".data" / "fid_part_01").write_bytes(weights[len(weights) // 2:])
+    weights = carry_weights(root, 1)
     proc = session(root, "prefill", out)
     assert proc.returncode == 2 and "run rest first" in proc.stderr
 
@@ -94,3 +114,36 @@ def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_pa
 
     proc = session(root, "bogus", out)
     assert proc.returncode == 2 and "unknown phase 'bogus'" in proc.stderr
+
+
+def test_gpu_session_floor_keeps_a_recipe_until_the_weights_arrive_then_scores_each_against_those_before(tmp_path):
+    root, out = scratch_project(tmp_path), tmp_path / "out"
+    carry_images(root)
+    carry_weights(root, 0)
+    proc = session(root, "floor", out, LABEL="a")  # call 1: half the weights, so recipe a is trained and kept
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "a is kept and scored by the next floor call" in proc.stderr
+    assert not (out / "floor_a.json").exists()
+    carry_weights(root, 1)
+    proc = session(root, "floor", out, "vqgan.seed=1", LABEL="b")  # call 2: a scored, then b against it
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    floors = {name: json.loads((out / f"floor_{name}.json").read_text()) for name in ("a", "b")}
+    test = {k: np.load(root / "data" / "prepared" / "test" / f"{k}.npy") for k in ("gt", "masked", "mask64")}
+    for name in ("a", "b"):  # each scored with its own stage 1 and tokens in place, not the last ones trained
+        kept = root / ".data" / "floors" / name
+        assert floors[name]["stage1"] == json.loads((kept / "report" / "metrics.json").read_text())
+        vqgan = VQGAN(VQGANConfig(**json.loads((kept / "model" / "architecture.json").read_text())))
+        vqgan.load_state_dict(torch.load(kept / "model" / "vqgan.pt", weights_only=True))
+        recon = decode_images(vqgan.eval(), torch.from_numpy(np.load(kept / "test_gt.npy").astype(np.int64)), 8)
+        composite = blender("poisson", test["mask64"])(recon, test["masked"])
+        assert floors[name]["floor"]["hole_psnr"] == pytest.approx(
+            hole_psnr(composite, test["gt"], test["mask64"]), abs=2e-3)
+    assert floors["a"]["floor"]["hole_psnr"] != floors["b"]["floor"]["hole_psnr"]
+    assert floors["a"]["against"] == [] and [x["file"] for x in floors["b"]["against"]] == [".data/floors/a.npz"]
+    saved = {name: np.load(root / ".data" / "floors" / f"{name}.npz") for name in ("a", "b")}
+    paired = floors["b"]["against"][0]["kid_minus_theirs"]
+    assert set(paired) == {"floor", "floor composite"}
+    for label, (diff, _) in paired.items():
+        i, j = (list(saved[n]["labels"]).index(label) for n in ("b", "a"))
+        assert diff == pytest.approx((saved["b"]["kid"][i] - saved["a"]["kid"][j]) * 1e3, abs=1e-3)
+    assert members(out / "floors.tar.gz") == {".data/floors/a.npz", ".data/floors/b.npz"}
