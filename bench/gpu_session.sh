@@ -9,8 +9,8 @@
 #                                     # results under $OUT (run 8: 255 s without the benchmarks)
 #   bash bench/gpu_session.sh prefill # after rest, on the same machine: tokens, the sweep and evaluate again with the
 #                                     # test holes prefilled (PREFILL=ns, or telea), each KID paired with rest's grey
-#                                     # run; rest's tokens and KIDs are put back after (about 2 min on the H200,
-#                                     # estimated from run 8's stages)
+#                                     # run, and the headline's change split by bench.context_swap; rest's tokens
+#                                     # and KIDs are put back after (about 2 min on the H200, estimated from run 8)
 #   LABEL=name bash bench/gpu_session.sh floor  # a stage-1 recipe (OVERRIDES) judged by its floor alone
 #                                     # (bench.floor), paired with every recipe scored before it on this
 #                                     # machine; a recipe trained before the weights arrive is scored by
@@ -87,12 +87,15 @@ prefill)
     [ -f results/leave_one_out.npz ] && [ -f models/transformer/transformer.pt ] ||
         { echo "gpu_session: prefill compares with rest's run: run rest first on this machine" >&2; exit 2; }
     grey=.data/prefill_grey  # rest's test tokens and KIDs, put back however this phase ends: a second prefill
-    rm -rf $grey && mkdir -p $grey && cp -r data/tokens results/leave_one_out.npz $grey/  # is paired with grey too
+    rm -rf $grey && mkdir -p $grey/headline && cp -r data/tokens results/leave_one_out.npz $grey/  # is paired with grey too
+    cp results/inpaint/headline/{tokens.npy,config.yaml} $grey/headline/  # what bench.context_swap reads of a run
     trap 'rm -rf data/tokens && cp -r $grey/tokens data/tokens && cp $grey/leave_one_out.npz results/' EXIT
     "${run_all[@]}" -S tokens.prefill="$fill" --skip prepare vqgan train fid_reference evaluate 2>&1 | tee "$out/prefill_$fill.log"
     python3 -m stages.evaluate "${settings[@]}" -S tokens.prefill="$fill" --against $grey/leave_one_out.npz 2>&1 |
         tee -a "$out/prefill_$fill.log"
     tar czf "$out/reports_prefill_$fill.tar.gz" reports results/leave_one_out.npz
+    # the headline's change split in two: the fill's effect on stage 2's hole tokens, and on the decoder's context
+    python3 -m bench.context_swap "${settings[@]}" $grey/headline results/inpaint/headline > "$out/context_swap_$fill.json"
     ;;
 floor)
     label=${LABEL:?the floor phase needs LABEL=name for its recipe}

@@ -1,7 +1,8 @@
 """The benchmarks' helpers: the plateau benchmark's reference line (the code entropy, shared with the
 codebook perplexity) against closed forms and a tiny end-to-end run; the profile's kernel kinds; the
 stage-1 floor tool's errors against a recomputation from its saved values; the prefill probe's distances
-against a brute-force search."""
+against a brute-force search; the context swap's mixes against evaluate's scores of the runs and the floor."""
+import csv
 import json
 import math
 import os
@@ -227,3 +228,59 @@ def test_run_all_benchmark_hands_the_stages_an_absolute_inception_path(tmp_path,
     assert fid_weights() == {"MASKGIT_FID_WEIGHTS": str(tmp_path / "weights.pt")}
     monkeypatch.setenv("MASKGIT_FID_WEIGHTS", "missing.pt")
     assert fid_weights() == {}
+
+
+def swap(root, *runs):
+    cmd = [sys.executable, "-m", "bench.context_swap", *[a for o in TINY for a in ("-S", o)], *map(str, runs)]
+    return subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_context_swap_mixes_two_runs_tokens_and_scores_them_as_evaluate_does(tiny_project, tmp_path):
+    """bench.context_swap on a grey and an ns run of one configuration: each run's own tokens score what
+    evaluate scores for that run; a run of the true tokens scores evaluate's floor; a mix scores what a run
+    holding exactly those tokens does (so the mask takes the holes from the run it names). Runs of two
+    configurations, or a folder that is no run, are refused by name."""
+    shutil.copytree(tiny_project.root, tmp_path / "p")
+    project = Project(tmp_path / "p")
+    project.run("fid_reference", *TINY)
+    point, name = ["--schedule", "cosine", "--T", "2", "--sweet-spot", "0"], "cosine-T2-s0"
+    runs, evaluated = project.path("runs"), {}
+    for prefill in ("grey", "ns"):
+        project.run("tokens", *TINY, f"tokens.prefill={prefill}")
+        project.run("inpaint", *TINY, f"tokens.prefill={prefill}", args=point)
+        project.run("evaluate", *TINY)
+        shutil.copytree(project.path("results", "inpaint", name), runs / prefill)
+        rows = list(csv.DictReader(project.path("reports", "comparison.csv").open()))
+        evaluated[prefill] = next(r for r in rows if r["name"] == name)
+    floor = next(r for r in rows if r["name"] == "stage-1 reconstruction (floor)")
+
+    proc = swap(project.root, runs / "grey", runs / "ns")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["prefill"] == {"A": "grey", "B": "ns"} and result["same_known_tokens"] < 1
+    mixes = result["swap"]
+    for label, prefill in (("holes A, known A", "grey"), ("holes B, known B", "ns")):
+        for output in ("raw", "composite"):
+            assert mixes[label][output]["fid"] == pytest.approx(float(evaluated[prefill][f"fid_{output}"]), abs=2e-3)
+    assert mixes["holes A, known A"]["raw"]["kid_minus_a"] == [0.0, 0.0]
+
+    mask = np.load(project.path("data", "tokens", "test_mask.npy"))
+    grey, truth = np.load(runs / "grey" / "tokens.npy"), np.load(project.path("data", "tokens", "test_gt.npy"))
+    for folder, held in (("truth", truth), ("mix", np.where(mask, truth, grey))):
+        shutil.copytree(runs / "grey", runs / folder)
+        np.save(runs / folder / "tokens.npy", held.astype(np.int16))
+    oracle = json.loads(swap(project.root, runs / "grey", runs / "truth").stdout)["swap"]
+    mix = json.loads(swap(project.root, runs / "mix", runs / "truth").stdout)["swap"]
+    for output in ("raw", "composite"):
+        assert oracle["holes B, known B"][output]["fid"] == pytest.approx(float(floor[f"fid_{output}"]), abs=2e-3)
+        assert mix["holes A, known A"][output]["fid"] == oracle["holes B, known A"][output]["fid"]
+        assert mix["holes A, known A"][output]["fid"] != oracle["holes A, known B"][output]["fid"]
+
+    shutil.copytree(runs / "grey", runs / "other")
+    config = project.path("runs", "other", "config.yaml")
+    config.write_text(config.read_text().replace("schedule: cosine", "schedule: linear", 1))
+    for pair, message in (((runs / "grey", runs / "other"), "schedule settings differ"),
+                          ((runs / "grey", project.path("data")), "tokens.npy: not found")):
+        proc = swap(project.root, *pair)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""The DVC workflow from a fresh clone: repro, an experiment on the headline, metrics diff, plots."""
+"""The DVC workflow from a fresh clone: repro, experiments on the headline and on the test holes' prefill (each
+running only the stages it changes), metrics diff, plots."""
 import os
 import shutil
 import subprocess

@@ -1,6 +1,8 @@
 """bench/gpu_session.sh, the script a lent GPU machine runs, run here on the CPU at TINY sizes: each phase in
 the order a session calls them, in a scratch copy of the project, with its inputs laid out as the script's
 header says they are carried. A broken phase found here costs no device minutes."""
+import csv
+import io
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ from model.synthetic import synthetic_faces
 from model.vqgan import VQGAN, VQGANConfig
 from stages.common import save_png
 from stages.vqgan import decode_images
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def session(root, phase, out, *extra, **env):
@@ -60,6 +62,11 @@ def carry_weights(root, part: int) -> bytes:
     half = len(weights) // 2
     (root / ".data" / f"fid_part_0{part}").write_bytes(weights[:half] if part == 0 else weights[half:])
     return weights
+
+
+def table(archive, member) -> list[dict]:
+    with tarfile.open(archive) as tar:
+        return list(csv.DictReader(io.TextIOWrapper(tar.extractfile(member))))
 
 
 def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_path):
@@ -104,6 +111,11 @@ def test_gpu_session_phases_run_in_order_and_bring_back_what_they_promise(tmp_pa
         diff, _ = (float(x) for x in paired[label])
         assert diff == pytest.approx((kid["kid"][list(kid["labels"]).index(label)] - grey_kid["kid"][i]) * 1e3, abs=1e-3)
         assert (diff != 0) == (label != "OpenCV Telea")
+    swapped = json.loads((out / "context_swap_ns.json").read_text())
+    assert swapped["prefill"] == {"A": "grey", "B": "ns"} and swapped["configuration"]["T"] == 8
+    for archive, label in (("reports.tar.gz", "holes A, known A"), ("reports_prefill_ns.tar.gz", "holes B, known B")):
+        headline = next(row for row in table(out / archive, "reports/comparison.csv") if row["name"] == "headline")
+        assert swapped["swap"][label]["raw"]["fid"] == pytest.approx(float(headline["fid_raw"]), abs=2e-3)
     # rest's tokens and KIDs are back in place for any later phase, also after a prefill that failed
     assert np.array_equal(np.load(root / "data" / "tokens" / "test_masked.npy"), grey_tokens)
     assert np.array_equal(np.load(root / "results" / "leave_one_out.npz")["kid"], grey_kid["kid"])
