@@ -126,7 +126,8 @@ def require_choice(cfg: dict, section: str, key: str, choices: tuple) -> None:
     """Fail, naming the parameter, unless `cfg[section][key]` is one of `choices` (as YAML spells them)."""
     value = cfg[section][key]
     if value not in choices:
-        spelled = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        spelled = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                            for c in choices)
         raise ConfigError(f"{section}.{key} is {value!r}; expected one of {spelled}")
 
 

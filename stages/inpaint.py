@@ -61,7 +61,8 @@ def decoding_picture(masked, gt, masks, step_images) -> np.ndarray:
 class DecodeInputs:
     """Everything decoding needs, loaded once for all configurations of a process."""
     device: torch.device
-    masked_tokens: torch.Tensor  # (N, 256) long, on `device`
+    masked_tokens: torch.Tensor  # (N, 256) long, on `device`: stage 2's context
+    known_tokens: torch.Tensor   # (N, 256) long, on `device`: what the final decode keeps outside the holes
     token_mask: torch.Tensor     # (N, 256) bool, on `device`
     masked: np.ndarray           # (N, 64, 64, 3) uint8, holes grey
     gt: np.ndarray | None
@@ -78,7 +79,8 @@ def load_inputs(cfg: dict) -> DecodeInputs:
         return torch.from_numpy(training.load_array(TOKENS / name, "tokens")).to(device)
 
     inputs = DecodeInputs(
-        device=device, masked_tokens=token_array("test_masked.npy").long(), token_mask=token_array("test_mask.npy"),
+        device=device, masked_tokens=token_array("test_masked.npy").long(), known_tokens=token_array("test_known.npy").long(),
+        token_mask=token_array("test_mask.npy"),
         masked=np.load(PREPARED / "test" / "masked.npy"), gt=np.load(gt_path) if gt_path.exists() else None,
         blend=blender(cfg["inpaint"]["blend"], np.load(PREPARED / "test" / "mask64.npy")),
         transformer=load_transformer(device), vqgan=load_frozen(device))
@@ -116,7 +118,7 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         for s in serials:
             if start <= s < start + p["batch_size"]:
                 steps_of_serials[s] = (result.masks[:, s - start].cpu().numpy(), result.predictions[:, s - start])
-    tokens = torch.cat(tokens)
+    tokens = torch.where(inputs.token_mask, torch.cat(tokens), inputs.known_tokens)  # as tokens.decode_prefill says
     raw = decode_images(vqgan, tokens, p["batch_size"])
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -1,12 +1,15 @@
 """Stage `tokens`: encode every image once through the frozen VQGAN into a token cache.
 
 Outputs in data/tokens/: train.npy, val.npy, test_masked.npy (int16, N x 256), test_mask.npy (bool,
-N x 256: the lab's pixel-to-token rule), test_gt.npy (tokens of the ground truth, when it exists).
-Stage 2 trains on these and never runs the encoder again. The masked test images are encoded with their
-holes filled as `tokens.prefill` says (grey: as given, the lab's way).
+N x 256: the lab's pixel-to-token rule), test_known.npy (int16, N x 256), test_gt.npy (tokens of the ground
+truth, when it exists). Stage 2 trains on these and never runs the encoder again. The masked test images
+are encoded with their holes filled as `tokens.prefill` says (grey: as given, the lab's way) into
+test_masked.npy, stage 2's context; test_known.npy holds the known tokens the final decode puts around stage
+2's hole tokens, encoded as `tokens.decode_prefill` says (null: the same cache).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,7 @@ def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarra
 
 def check_params(cfg: dict) -> None:
     require_choice(cfg, "tokens", "prefill", PREFILLS)
+    require_choice(cfg, "tokens", "decode_prefill", (None, *PREFILLS))
     require_ints(cfg, "tokens", ("batch_size",))
 
 
@@ -56,17 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     model = load_frozen(device)
     bs = cfg["tokens"]["batch_size"]
     mask64 = load_array(PREPARED / "test" / "mask64.npy", "prepare")
-    arrays = {
-        "train": load_array(PREPARED / "train.npy", "prepare"),
-        "val": load_array(PREPARED / "val.npy", "prepare"),
-        "test_masked": prefilled(load_array(PREPARED / "test" / "masked.npy", "prepare"), mask64,
-                                 cfg["tokens"]["prefill"]),
-    }
+    masked = load_array(PREPARED / "test" / "masked.npy", "prepare")
+    prefill, decode_prefill = cfg["tokens"]["prefill"], cfg["tokens"]["decode_prefill"] or cfg["tokens"]["prefill"]
+    arrays = {"train": load_array(PREPARED / "train.npy", "prepare"), "val": load_array(PREPARED / "val.npy", "prepare"),
+              "test_masked": prefilled(masked, mask64, prefill)}
+    if decode_prefill != prefill:
+        arrays["test_known"] = prefilled(masked, mask64, decode_prefill)
     if (PREPARED / "test" / "gt.npy").exists():
         arrays["test_gt"] = np.load(PREPARED / "test" / "gt.npy")
     with atomic_dir(OUT) as out:
         for name, images in arrays.items():
             np.save(out / f"{name}.npy", token_cache(model, images, bs, device, name))
+        if decode_prefill == prefill:
+            shutil.copy(out / "test_masked.npy", out / "test_known.npy")
         np.save(out / "test_mask.npy", token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
         write_resolved(cfg, out)
     print(f"tokens: {', '.join(f'{k}={len(v)}' for k, v in arrays.items())}, codebook={model.cfg.num_codebook_vectors}")

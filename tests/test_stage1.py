@@ -205,8 +205,9 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
 
 def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_project, tmp_path, monkeypatch):
     """`tokens.prefill`: the masked test images are encoded as given (grey) or with OpenCV's inpainting of the
-    holes first (telea, ns: cv2 called here directly), every other cache unchanged; the default is grey; a bad
-    value is refused by name before any encoding."""
+    holes first (telea, ns: cv2 called here directly), every other cache unchanged; the default is grey.
+    `tokens.decode_prefill` encodes the decode's known tokens with its own fill (null: the same cache). A bad
+    value of either is refused by name before any encoding."""
     import cv2
 
     shutil.copytree(tiny_project.root, tmp_path / "p")
@@ -229,15 +230,20 @@ def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_pro
         expected[name] = encoded(np.stack([cv2.inpaint(m, h, 3, flag) for m, h in zip(masked, holes)]))
     assert not np.array_equal(expected["grey"], expected["ns"])  # the fill reaches the tokens at these sizes
     assert np.array_equal(default["test_masked.npy"], expected["grey"])
-    for prefill in ("ns", "telea"):
-        project.run("tokens", *TINY, f"tokens.prefill={prefill}")
+    assert np.array_equal(default["test_known.npy"], expected["grey"])  # decode_prefill null: the same cache
+    for prefill, decode_prefill in (("ns", "null"), ("telea", "null"), ("grey", "ns")):
+        project.run("tokens", *TINY, f"tokens.prefill={prefill}", f"tokens.decode_prefill={decode_prefill}")
         got = caches()
         assert np.array_equal(got.pop("test_masked.npy"), expected[prefill]), prefill
-        assert set(got) | {"test_masked.npy"} == set(default)
+        known = expected[prefill if decode_prefill == "null" else decode_prefill]
+        assert np.array_equal(got.pop("test_known.npy"), known), decode_prefill
+        assert set(got) | {"test_masked.npy", "test_known.npy"} == set(default)
         assert all(np.array_equal(v, default[k]) for k, v in got.items())
     before = project.path("data", "tokens", "test_masked.npy").stat().st_mtime_ns
-    err = project.fails("tokens", *TINY, "tokens.prefill=white")
-    assert "tokens.prefill is 'white'; expected one of grey, telea, ns" in err and "Traceback" not in err
+    for key in ("prefill", "decode_prefill"):
+        err = project.fails("tokens", *TINY, f"tokens.{key}=white")
+        assert f"tokens.{key} is 'white'; expected one of " in err and "Traceback" not in err
+    assert "expected one of null, grey, telea, ns" in err
     assert project.path("data", "tokens", "test_masked.npy").stat().st_mtime_ns == before
 
 
