@@ -43,7 +43,8 @@ def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarra
     """The masked test images as the encoder is to see them: grey, as given; telea or ns, the holes first
     filled by OpenCV. The encoder's receptive field spans the image (its attention at 16x16 too), so grey
     holes change the tokens of known patches as well; a fill leaves more of them the image's own, which on
-    the CPU lowered the raw decode's FID but not the composite's (docs/cpu_studies.md, bench.prefill)."""
+    the CPU lowered the raw decode's FID but not the composite's, and both when only the decoder got them
+    (`decode_prefill`; docs/cpu_studies.md, bench.prefill, bench.context_swap)."""
     return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
 
 
