@@ -195,9 +195,11 @@ def test_token_cache_is_deterministic_and_typed(tiny_project):
     first = {p.name: p.read_bytes() for p in tiny_project.path("data", "tokens").glob("*.npy")}
     tiny_project.run("tokens", *TINY)
     second = {p.name: p.read_bytes() for p in tiny_project.path("data", "tokens").glob("*.npy")}
-    assert first == second and set(first) == {"train.npy", "val.npy", "test_masked.npy", "test_mask.npy", "test_gt.npy"}
-    train = np.load(tiny_project.path("data", "tokens", "train.npy"))
-    assert train.dtype == np.int16 and train.shape[1] == 256 and 0 <= train.min() and train.max() < 32
+    assert first == second and set(first) == {"train.npy", "val.npy", "test_masked.npy", "test_known.npy", "test_mask.npy",
+                                              "test_gt.npy"}
+    for name in ("train", "test_known"):
+        cache = np.load(tiny_project.path("data", "tokens", f"{name}.npy"))
+        assert cache.dtype == np.int16 and cache.shape[1] == 256 and 0 <= cache.min() and cache.max() < 32
     mask = np.load(tiny_project.path("data", "tokens", "test_mask.npy"))
     mask64 = np.load(tiny_project.path("data", "prepared", "test", "mask64.npy"))
     assert mask.dtype == bool and np.array_equal(mask, token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
