@@ -213,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     print("vqgan: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
-def load_frozen(device) -> VQGAN:
-    """The stage's output, for the later stages: frozen, in eval mode."""
-    model = VQGAN(VQGANConfig(**json.loads(training.require(OUT / "architecture.json", "vqgan").read_text())))
-    model.load_state_dict(torch.load(OUT / "vqgan.pt", map_location="cpu", weights_only=True))
+def load_frozen(device, folder: Path = OUT) -> VQGAN:
+    """The stage's output (or a copy of it in `folder`), for the later stages: frozen, in eval mode."""
+    model = VQGAN(VQGANConfig(**json.loads(training.require(folder / "architecture.json", "vqgan").read_text())))
+    model.load_state_dict(torch.load(folder / "vqgan.pt", map_location="cpu", weights_only=True))
     return model.to(device).eval().requires_grad_(False)
 
 

@@ -20,6 +20,7 @@ from bench.prefill import distance_from_mask
 from bench.tiny import TINY
 from conftest import REPO, Project
 from model.vqgan_training import code_entropy, codebook_stats
+from stages.evaluate import FLOOR
 
 
 def test_code_entropy_and_perplexity_closed_forms():
@@ -253,7 +254,7 @@ def test_context_swap_mixes_two_runs_tokens_and_scores_them_as_evaluate_does(tin
         shutil.copytree(project.path("results", "inpaint", name), runs / prefill)
         rows = list(csv.DictReader(project.path("reports", "comparison.csv").open()))
         evaluated[prefill] = next(r for r in rows if r["name"] == name)
-    floor = next(r for r in rows if r["name"] == "stage-1 reconstruction (floor)")
+    floor = next(r for r in rows if r["name"] == FLOOR)
 
     proc = swap(project.root, runs / "grey", runs / "ns")
     assert proc.returncode == 0, proc.stderr[-2000:]

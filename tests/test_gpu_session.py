@@ -19,9 +19,8 @@ from model.baselines import hole_psnr
 from model.blend import blender
 from model.fid import inception_weights
 from model.synthetic import synthetic_faces
-from model.vqgan import VQGAN, VQGANConfig
 from stages.common import save_png
-from stages.vqgan import decode_images
+from stages.vqgan import decode_images, load_frozen
 from conftest import REPO
 
 
@@ -144,9 +143,8 @@ def test_gpu_session_floor_keeps_a_recipe_until_the_weights_arrive_then_scores_e
     for name in ("a", "b"):  # each scored with its own stage 1 and tokens in place, not the last ones trained
         kept = root / ".data" / "floors" / name
         assert floors[name]["stage1"] == json.loads((kept / "report" / "metrics.json").read_text())
-        vqgan = VQGAN(VQGANConfig(**json.loads((kept / "model" / "architecture.json").read_text())))
-        vqgan.load_state_dict(torch.load(kept / "model" / "vqgan.pt", weights_only=True))
-        recon = decode_images(vqgan.eval(), torch.from_numpy(np.load(kept / "test_gt.npy").astype(np.int64)), 8)
+        vqgan = load_frozen("cpu", kept / "model")
+        recon = decode_images(vqgan, torch.from_numpy(np.load(kept / "test_gt.npy").astype(np.int64)), 8)
         composite = blender("poisson", test["mask64"])(recon, test["masked"])
         assert floors[name]["floor"]["hole_psnr"] == pytest.approx(
             hole_psnr(composite, test["gt"], test["mask64"]), abs=2e-3)

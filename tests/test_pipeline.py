@@ -105,20 +105,17 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
 
 def test_inpaint_decodes_stage_twos_holes_among_the_decode_prefills_known_tokens(tiny_project, tmp_path, monkeypatch):
     """`tokens.decode_prefill=ns` with grey holes: stage 2 sees what it saw before, so the hole tokens are the
-    grey run's; the final decode keeps the ns cache's known tokens around them (that cache from a run of
-    `tokens.prefill=ns`), and the raw output is that token grid decoded."""
+    grey run's; the final decode keeps the ns cache's known tokens around them (test_known.npy, checked
+    against cv2 in test_stage1), and the raw output is that token grid decoded."""
     shutil.copytree(tiny_project.root, tmp_path / "p")
     project = Project(tmp_path / "p")
     point, out = ["--schedule", "cosine", "--T", "2", "--sweet-spot", "0"], project.path("results", "inpaint", "cosine-T2-s0")
     mask = np.load(project.path("data", "tokens", "test_mask.npy"))
-    project.run("tokens", *TINY, "tokens.prefill=ns")
-    ns = np.load(project.path("data", "tokens", "test_masked.npy"))
-    project.run("tokens", *TINY)
     project.run("inpaint", *TINY, args=point)
     grey = np.load(out / "tokens.npy")
     project.run("tokens", *TINY, "tokens.decode_prefill=ns")
     project.run("inpaint", *TINY, "tokens.decode_prefill=ns", args=point)
-    mixed = np.load(out / "tokens.npy")
+    mixed, ns = np.load(out / "tokens.npy"), np.load(project.path("data", "tokens", "test_known.npy"))
     assert np.array_equal(mixed[mask], grey[mask]) and np.array_equal(mixed[~mask], ns[~mask])
     assert not np.array_equal(mixed, grey)
     monkeypatch.chdir(project.root)
