@@ -35,18 +35,29 @@ def split_sizes(n: int, sizes: dict) -> dict:
     return {"train": train, "val": val, "test": test}
 
 
-def decode_all(files: list[Path], skip_bad: bool) -> tuple[list[np.ndarray], list[Path]]:
-    images, bad = [], []
+def decode_all(files: list[Path], skip_bad: bool, summary: dict, split: str = "") -> tuple[list, list[Path]]:
+    """Every file decoded (sources.decode_image), or a ConfigError naming the refused ones and why; with
+    `skip_bad`, those are skipped and listed in `summary`."""
+    images, bad, alpha = [], [], 0
     for path in tqdm(files, desc="decode", unit="img", mininterval=1.0):
         try:
-            images.append(sources.decode_rgb(path))
-        except Exception:
-            bad.append(path)
+            image, had_alpha = sources.decode_image(path)
+        except ValueError as e:
+            bad.append((path, str(e)))
+            continue
+        images.append(image)
+        alpha += had_alpha
+    shown = "; ".join(f"{p}: {why}" for p, why in bad[:10]) + (" …" if len(bad) > 10 else "")
     if bad and not skip_bad:
-        shown = ", ".join(str(p) for p in bad[:10]) + (" …" if len(bad) > 10 else "")
-        raise ConfigError(f"{len(bad)} file(s) could not be decoded as images: {shown}; "
+        raise ConfigError(f"{len(bad)} file(s) could not be used as images: {shown}; "
                           "fix or remove them, or set data.skip_bad: true to skip them")
-    return images, bad
+    if bad:
+        print(f"prepare: skipped {len(bad)} file(s) (data.skip_bad): {shown}")
+        summary[f"{split}skipped_files"] = [str(p) for p, _ in bad]
+    if alpha:
+        print(f"prepare: {alpha} image(s) had transparency: composited on white")
+        summary[f"{split}alpha_on_white"] = alpha
+    return images, [p for p, _ in bad]
 
 
 def dedup(images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
@@ -84,12 +95,12 @@ def from_lab(layout: sources.LabLayout, data: dict, summary: dict) -> tuple[dict
     arrays = {}
     for split in ("train", "val"):
         files = getattr(layout, split)
-        images, bad = decode_all(files, data["skip_bad"])
+        images, bad = decode_all(files, data["skip_bad"], summary, f"{split}_")
         summary[f"{split}_skipped_bad"] = len(bad)
         arrays[split] = _stack_64(images, [f for f in files if f not in set(bad)])
         summary[f"{split}_count"] = len(arrays[split])
-    masked = _stack_64([sources.decode_rgb(p) for p in layout.masked], layout.masked)
-    masks = np.stack([_read_mask(p) for p in layout.masks])
+    masked = _stack_64([_read_masked(p) for p in layout.masked], layout.masked)
+    masks = np.stack([sources.decode_mask(p) for p in layout.masks])
     test = {"masked": masked, "mask64": masks, "gt": None}
     if data["test_gt"]:
         test["gt"] = sources.read_test_gt_csv(Path(data["test_gt"]), len(masked))
@@ -108,11 +119,13 @@ def _stack_64(images: list[np.ndarray], files: list[Path]) -> np.ndarray:
     return np.stack(images)
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    m = sources.decode_rgb(path)[..., 0]
-    if m.shape != (64, 64):
-        raise ConfigError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, expected 64x64")
-    return np.where(m >= 128, 255, 0).astype(np.uint8)
+def _read_masked(path: Path) -> np.ndarray:
+    """A lab test image: never skipped, since its serial pairs it with its mask and its test_gt.csv row."""
+    try:
+        return sources.decode_rgb(path)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}; a masked test image cannot be skipped (its serial pairs it with its "
+                          "mask and the test_gt.csv row)") from None
 
 
 def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
@@ -140,8 +153,12 @@ def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
             raise ConfigError(f"data.sha256: {path} does not match the expected checksum")
     if path.is_file():
         if not sources.is_archive(path):
+            kind = sources.archive_kind(path)
+            if kind:
+                raise ConfigError(f"data.source: {path} starts as a {kind} archive but is corrupt or truncated; "
+                                  "download or copy it again")
             raise ConfigError(f"data.source: {path} is a file but not a zip or tar archive")
-        path = sources.extract(path, workdir / "extracted")
+        path = sources.extract(path, workdir / "extracted", data["max_extract_gb"] * 1e9, data["max_extract_ratio"])
     root = sources.single_root(path)
     layout = sources.find_lab_layout(root)
     if layout is not None:
@@ -150,7 +167,7 @@ def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
     files = sources.image_files(root)
     if not files:
         raise ConfigError(f"data.source: no image files found in {path}")
-    images, bad = decode_all(files, data["skip_bad"])
+    images, bad = decode_all(files, data["skip_bad"], summary)
     if not images:
         raise ConfigError(f"data.source: none of the {len(files)} files in {path} could be decoded")
     summary.update(layout="images", images_in=len(images), skipped_bad=len(bad))

@@ -1,13 +1,16 @@
 """Getting images in: URLs (resumable, checksummed), archives (extracted safely), folders, the lab layout."""
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.client
 import io
 import re
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +32,17 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def cache_name(url: str) -> str:
+    """The cache file of a URL: a hash of the whole URL (two hosts' `big.zip` are two files), then its
+    readable basename."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
+
+
 def download(url: str, cache_dir: Path, sha256: str | None = None, timeout: float = 30) -> Path:
-    """Stream `url` into `cache_dir`, resuming a partial `.part` file, and verify its sha256."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "download"
-    final = cache_dir / name
+    """Stream `url` into `cache_dir`, resuming a partial `.part` file; the body must have the length the
+    server announced (a short one stays a `.part`, for the next run to resume) and, given one, the sha256."""
+    final = cache_dir / cache_name(url)
     if final.exists() and (sha256 is None or sha256_of(final) == sha256):
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -52,24 +62,44 @@ def download(url: str, cache_dir: Path, sha256: str | None = None, timeout: floa
         resumed = start and response.status == 206
         total = response.headers.get("Content-Length")
         total = int(total) + (start if resumed else 0) if total else None
-        with open(part, "ab" if resumed else "wb") as f, tqdm(
-            total=total, initial=start if resumed else 0, unit="B", unit_scale=True,
-            desc=f"download {name}",
-        ) as bar:
-            for chunk in iter(lambda: response.read(1 << 16), b""):
-                f.write(chunk)
-                bar.update(len(chunk))
+        try:
+            with open(part, "ab" if resumed else "wb") as f, tqdm(
+                total=total, initial=start if resumed else 0, unit="B", unit_scale=True,
+                desc=f"download {final.name}",
+            ) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException):
+            pass  # a dropped connection: the length check below says so
+    got = part.stat().st_size
+    if total is not None and got != total:
+        raise ConfigError(f"data.source: the download of {url} stopped at {got} of {total} bytes; {part} is kept "
+                          "and the next run resumes it")
     if sha256 is not None:
-        got = sha256_of(part)
-        if got != sha256.lower():
+        digest = sha256_of(part)
+        if digest != sha256.lower():
             part.unlink()
-            raise ConfigError(f"data.sha256: {url} has sha256 {got}, expected {sha256}; the download was removed")
+            raise ConfigError(f"data.sha256: {url} has sha256 {digest}, expected {sha256}; the download was removed")
     part.replace(final)
     return final
 
 
+ARCHIVE_MAGIC = {b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip", b"BZh": "bzip2",
+                 b"\xfd7zXZ\x00": "xz"}
+
+
 def is_archive(path: Path) -> bool:
     return path.is_file() and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path))
+
+
+def archive_kind(path: Path) -> str | None:
+    """What a file's first bytes say it is ("zip", "gzip", "tar", …), whether or not it then reads whole."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[257:262] == b"ustar":
+        return "tar"
+    return next((kind for magic, kind in ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
 
 
 def _check_member(archive: Path, name: str, is_link: bool) -> None:
@@ -80,20 +110,61 @@ def _check_member(archive: Path, name: str, is_link: bool) -> None:
         raise ConfigError(f"{archive}: refusing unsafe entry {name!r} (absolute or '..'); nothing was extracted")
 
 
-def extract(archive: Path, dest: Path) -> Path:
-    """Extract a zip or tar(.gz) after checking every entry; refuse the whole archive on one bad entry."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
-                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-                _check_member(archive, info.filename, is_link)
-            z.extractall(dest)
-    else:
-        with tarfile.open(archive) as t:
-            members = t.getmembers()
-            for m in members:
-                _check_member(archive, m.name, m.issym() or m.islnk() or not (m.isfile() or m.isdir()))
-            t.extractall(dest, members=members, filter="data")
+class _Budget:
+    """What an archive may extract: `max_bytes` in all, and at most `max_ratio` times the archive's size.
+    Counted on the bytes actually written, so an entry that lies about its size is caught too."""
+
+    def __init__(self, archive: Path, max_bytes: float, max_ratio: float):
+        self.archive, self.written = archive, 0
+        self.limit = min(max_bytes, max_ratio * max(archive.stat().st_size, 1))
+
+    def check(self, name: str, more: int) -> None:
+        self.written += more
+        if self.written > self.limit:
+            raise ConfigError(
+                f"{self.archive}: refusing to extract past {self.limit / 1e6:.0f} MB (at entry {name!r}): more than "
+                "data.max_extract_gb, or data.max_extract_ratio times the archive's size; raise them if the "
+                "archive is what you meant")
+
+
+def _copy(src, dest: Path, name: str, budget: _Budget) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            budget.check(name, len(chunk))
+            out.write(chunk)
+
+
+def extract(archive: Path, dest: Path, max_bytes: float = 20e9, max_ratio: float = 100) -> Path:
+    """Extract a zip or tar(.gz) after checking every entry (one bad entry refuses the whole archive), no
+    more than `_Budget` allows; a corrupt archive is reported as corrupt."""
+    budget = _Budget(archive, max_bytes, max_ratio)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                infos = z.infolist()
+                for info in infos:
+                    _check_member(archive, info.filename, (info.external_attr >> 16) & 0o170000 == 0o120000)
+                for info in infos:
+                    if info.is_dir():
+                        (dest / info.filename).mkdir(parents=True, exist_ok=True)
+                    else:
+                        with z.open(info) as src:  # reading it whole checks its CRC
+                            _copy(src, dest / info.filename, info.filename, budget)
+        else:
+            with tarfile.open(archive) as t:
+                members = t.getmembers()
+                for m in members:
+                    _check_member(archive, m.name, m.issym() or m.islnk() or not (m.isfile() or m.isdir()))
+                for m in members:
+                    if m.isdir():
+                        (dest / m.name).mkdir(parents=True, exist_ok=True)
+                    else:
+                        _copy(t.extractfile(m), dest / m.name, m.name, budget)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, (EOFError, gzip.BadGzipFile)) and e.errno is not None:
+            raise  # the disk, not the archive
+        raise ConfigError(f"data.source: {archive} is corrupt or truncated ({e}); download or copy it again") from None
     return dest
 
 
@@ -120,12 +191,62 @@ def image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and looks_like_image(p))
 
 
-def decode_rgb(path: Path) -> np.ndarray:
-    """Decode by content (the lab stores JPEG bytes under .png names) into uint8 RGB."""
+MIN_SIDE = 32  # smaller images would be blown up into blur; they are refused (or skipped, data.skip_bad)
+BACKGROUND = (255, 255, 255)  # what a transparent pixel shows: white
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale scaled to 8 bits (Pillow's own convert clips them, mostly to white)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        top = 65535 if im.mode.startswith("I;16") or a.max() > 255 else 255
+        return Image.fromarray(((np.clip(a, 0, top) * 255 + top // 2) // top).astype(np.uint8), "L")
+    if im.mode == "F":
+        raise ValueError("32-bit floating-point pixels: expected 8- or 16-bit images")
+    return im
+
+
+def decode_image(path: Path) -> tuple[np.ndarray, bool]:
+    """Decode by content (the lab stores JPEG bytes under .png names) into uint8 RGB: 16-bit images scaled
+    to 8 bits, palettes expanded, transparency composited on BACKGROUND. Returns (pixels, had_alpha); a
+    ValueError says why the file is refused (undecodable, or below MIN_SIDE)."""
     data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            im = _to_8bit(im)
+            alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+            if alpha:
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # what Pillow raises for a bad file
+        raise ValueError(f"not a decodable image ({str(e)[:120] or type(e).__name__})") from None
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{w}x{h} pixels, below the {MIN_SIDE}x{MIN_SIDE} minimum")
+    return rgb, alpha
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    return decode_image(path)[0]
+
+
+def decode_mask(path: Path) -> np.ndarray:
+    """A lab mask: 64x64 greyscale, 0 = hole, 255 = known, nothing else."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            m = np.asarray(_to_8bit(im).convert("L"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ConfigError(f"{path}: not a decodable mask image ({str(e)[:120] or type(e).__name__})") from None
+    if m.shape != (64, 64):
+        raise ConfigError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, expected 64x64")
+    odd = np.setdiff1d(np.unique(m), (0, 255))
+    if odd.size:
+        raise ConfigError(f"{path}: mask holds values other than 0 and 255 (e.g. {int(odd[0])}); expected a binary "
+                          "mask, 0 = hole, 255 = known")
+    return m
 
 
 def to_64(img: np.ndarray, size: int = 64) -> np.ndarray:

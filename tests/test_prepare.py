@@ -146,7 +146,9 @@ def test_cats64(project):
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with support for `Range: bytes=N-`, as real servers do."""
+    """Serves files with support for `Range: bytes=N-`, as real servers do; while `drops` is above 0, a
+    request gets the whole length announced but only half the body before the connection closes."""
+    drops = 0
 
     def log_message(self, *args):
         pass
@@ -160,6 +162,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if RangeHandler.drops > 0:
+            RangeHandler.drops -= 1
+            self.wfile.write(data[start:start + (len(data) - start) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(data[start:])
 
 
@@ -180,12 +187,13 @@ def test_url_download_with_checksum_and_resume(project, tmp_path, server):
     archive = Path(shutil.make_archive(str(root / "cats"), "zip", folder))
     digest = sources.sha256_of(archive)
     # A half-finished earlier download must be resumed, not restarted.
-    part = project.path("data", "downloads", "cats.zip.part")
+    part = project.path("data", "downloads", sources.cache_name(f"{base}/cats.zip") + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(archive.read_bytes()[:1000])
     project.run("prepare", f"data.source={base}/cats.zip", f"data.sha256={digest}")
     assert summary(project)["images_in"] == 15
-    assert project.path("data", "downloads", "cats.zip").read_bytes() == archive.read_bytes()
+    cached = project.path("data", "downloads", sources.cache_name(f"{base}/cats.zip"))
+    assert cached.read_bytes() == archive.read_bytes()
     assert not part.exists()
 
 
@@ -194,7 +202,7 @@ def test_url_wrong_checksum_and_unreachable(project, server):
     (root / "x.zip").write_bytes(b"PK not really")
     err = project.fails("prepare", f"data.source={base}/x.zip", "data.sha256=" + "0" * 64)
     assert "data.sha256" in err and "x.zip" in err
-    assert not project.path("data", "downloads", "x.zip.part").exists()
+    assert not project.path("data", "downloads", sources.cache_name(f"{base}/x.zip") + ".part").exists()
     err = project.fails("prepare", f"data.source={base}/missing.zip")
     assert "404" in err and "missing.zip" in err
     err = project.fails("prepare", "data.source=http://127.0.0.1:9/none.zip")
@@ -275,3 +283,135 @@ def test_lab_layout_errors(project, tmp_path):
     err = project.fails("prepare", f"data.source={src}")
     assert "image_00001.png" in err and "64x64" in err
     assert not project.path(*PREPARED).exists()
+
+
+# ------------------------------------------------------------------ hostile inputs (docs/reliability.md)
+def test_a_dropped_download_stays_a_part_and_the_next_run_resumes_it(project, tmp_path, server):
+    root, base = server
+    archive = Path(shutil.make_archive(str(root / "big"), "zip", write_images(tmp_path / "imgs", 15)))
+    cached = project.path("data", "downloads", sources.cache_name(f"{base}/big.zip"))
+    RangeHandler.drops = 1
+    err = project.fails("prepare", f"data.source={base}/big.zip")  # no sha256: only the length can tell
+    half = (archive.stat().st_size) // 2
+    assert f"stopped at {half} of {archive.stat().st_size} bytes" in err and "Traceback" not in err
+    assert not cached.exists() and cached.with_name(cached.name + ".part").stat().st_size == half
+    assert not project.path(*PREPARED).exists()
+    project.run("prepare", f"data.source={base}/big.zip")
+    assert cached.read_bytes() == archive.read_bytes() and summary(project)["images_in"] == 15
+
+
+def test_the_download_cache_is_keyed_by_the_whole_url(project, tmp_path, server):
+    root, base = server
+    for host, n in (("a", 15), ("b", 12)):
+        (root / host).mkdir()
+        shutil.make_archive(str(root / host / "big"), "zip", write_images(tmp_path / host, n, seed=n))
+    for host, n in (("a", 15), ("b", 12)):  # the same basename on two paths: two files, each its own
+        project.run("prepare", f"data.source={base}/{host}/big.zip")
+        assert summary(project)["images_in"] == n
+    assert sources.cache_name("http://x.org/big.zip") != sources.cache_name("http://y.org/big.zip")
+
+
+def test_corrupt_and_truncated_archives_are_called_corrupt(project, tmp_path):
+    folder = write_images(tmp_path / "imgs", 12, fmt="PNG")
+    zipped = Path(shutil.make_archive(str(tmp_path / "cats"), "zip", folder))
+    data = bytearray(zipped.read_bytes())
+    with zipfile.ZipFile(zipped) as z:
+        first = z.infolist()[0]
+    at = first.header_offset + 30 + len(first.filename) + 10  # inside the first entry's stored bytes
+    data[at] ^= 0xFF
+    (tmp_path / "crc.zip").write_bytes(bytes(data))
+    (tmp_path / "cut.zip").write_bytes(zipped.read_bytes()[: zipped.stat().st_size // 2])
+    tgz = Path(shutil.make_archive(str(tmp_path / "cats"), "gztar", folder))
+    (tmp_path / "cut.tar.gz").write_bytes(tgz.read_bytes()[: tgz.stat().st_size // 2])
+    for name in ("crc.zip", "cut.zip", "cut.tar.gz"):
+        err = project.fails("prepare", f"data.source={tmp_path / name}")
+        assert "corrupt or truncated" in err and name in err and "Traceback" not in err, err
+    assert not project.path(*PREPARED).exists()
+
+
+def test_an_archive_may_not_extract_past_its_caps(project, tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.png", b"\0" * 1000)
+        z.writestr("zeros.png", b"\0" * 30_000_000)  # 30 MB in about 30 KB
+    err = project.fails("prepare", f"data.source={bomb}")
+    assert "'zeros.png'" in err and "data.max_extract_ratio" in err and "Traceback" not in err
+    err = project.fails("prepare", f"data.source={bomb}", "data.max_extract_ratio=1e6", "data.max_extract_gb=0.01")
+    assert "'zeros.png'" in err and "past 10 MB" in err
+    # raised past the bomb's size, the caps let it through to the next check: its files are no images
+    err = project.fails("prepare", f"data.source={bomb}", "data.max_extract_ratio=1e6")
+    assert "could not be used as images" in err
+
+
+def test_images_decode_at_their_true_values_or_are_refused_by_name(tmp_path):
+    grey16 = np.full((40, 40), 40000, np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    palette = Image.fromarray(np.tile(np.array([[[200, 30, 90]]], np.uint8), (40, 40, 1))).quantize(4)
+    palette.save(tmp_path / "palette.png")
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[...] = (100, 150, 50, 64)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "tiny.png")
+
+    got, alpha = sources.decode_image(tmp_path / "grey16.png")
+    assert np.all(got == round(40000 * 255 / 65535)) and not alpha  # 156, not Pillow's clipped 255
+    got, alpha = sources.decode_image(tmp_path / "palette.png")
+    assert np.all(got == (200, 30, 90)) and not alpha
+    got, alpha = sources.decode_image(tmp_path / "rgba.png")
+    a = 64 / 255
+    expected = np.round(np.array([100, 150, 50]) * a + 255 * (1 - a))  # over white, in float64
+    assert np.abs(got.astype(float) - expected).max() <= 1 and alpha
+    with pytest.raises(ValueError, match="1x1 pixels, below the 32x32 minimum"):
+        sources.decode_image(tmp_path / "tiny.png")
+
+
+def test_a_16_bit_folder_trains_on_its_grey_and_tiny_images_are_named_or_skipped(project, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((64, 64), 20000 + 1000 * i, np.uint16)).save(folder / f"{i}.png")
+    project.run("prepare", f"data.source={folder}")
+    train = np.load(project.path(*PREPARED, "train.npy"))
+    assert set(np.unique(train)) <= {round((20000 + 1000 * i) * 255 / 65535) for i in range(12)}
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    err = project.fails("prepare", f"data.source={folder}")
+    assert "dot.png: 1x1 pixels, below the 32x32 minimum" in err and "data.skip_bad" in err
+    project.run("prepare", f"data.source={folder}", "data.skip_bad=true")
+    assert summary(project)["skipped_files"] == [str(folder / "dot.png")]
+
+
+@needs_lab_sample
+def test_lab_masks_must_be_binary_and_masked_images_decodable(project, tmp_path):
+    src = lab_copy(tmp_path / "grey_mask")
+    mask = np.asarray(Image.open(src / "mask64" / "mask_000.png").convert("L")).copy()
+    mask[0, :5] = 37
+    Image.fromarray(mask).save(src / "mask64" / "mask_000.png")
+    err = project.fails("prepare", f"data.source={src}")
+    assert "mask_000.png" in err and "values other than 0 and 255 (e.g. 37)" in err and "Traceback" not in err
+    src = lab_copy(tmp_path / "bad_masked")
+    (src / "masked_image" / "image_000.png").write_bytes(b"\x89PNG broken")
+    err = project.fails("prepare", f"data.source={src}", "data.skip_bad=true")
+    assert "image_000.png" in err and "cannot be skipped" in err and "Traceback" not in err
+    assert not project.path(*PREPARED).exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", "train.lr is -1; expected a number above 0"),
+    ("vqgan.lr=-1", "vqgan.lr is -1; expected a number above 0"),
+    ("device=cuda", "device is 'cuda'; expected auto or cpu: this machine has no CUDA GPU"),
+    ("data.hole_min=2", "data.hole_min is 2; expected a number from 0 to 1"),
+    ("data.hole_min=0.5", "data.hole_min is 0.5; expected a number from 0 to data.hole_max (0.35)"),
+    ("sweep.T=4", "sweep.T is 4; expected a non-empty list"),
+    ("inpaint.temperature=-1", "inpaint.temperature is -1; expected a number of at least 0"),
+    ("data.sizes.test=0", "data.sizes.test is 0; expected a positive integer"),
+    ("T=0", "T is 0; expected a positive integer"),
+    ("vqgan.norm_groups=3", "vqgan.norm_groups is 3; expected a divisor of every channel count"),
+    ("data.sha256=abc", "data.sha256 is 'abc'; expected null or 64 hexadecimal digits"),
+])
+def test_every_stage_checks_every_parameter_before_any_work(project, override, message):
+    """prepare reads none of these but refuses each, so a bad value fails in the first stage DVC runs."""
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    err = project.fails("prepare", override)
+    assert message in err and "Traceback" not in err, err
+    assert not project.path("data").exists()
