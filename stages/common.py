@@ -24,12 +24,22 @@ def _as_if_created(path: Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+TEMPORARY = ".{name}.tmp-"  # the prefix of an output's temporary: hidden, so no glob of outputs sees it
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """The temporaries of `path` that a killed run left (a finished or failed one removes its own)."""
+    for stale in path.parent.glob(TEMPORARY.format(name=path.name) + "*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary folder beside `path`; on success it replaces `path`, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMPORARY.format(name=path.name), dir=path.parent))
     try:
         yield tmp
     except BaseException:
@@ -46,7 +56,8 @@ def atomic_file(path: str | Path):
     """Yield a temporary file path; it is renamed onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY.format(name=path.name), dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from model.baselines import hole_psnr, opencv_inpaint
-from model.blend import BLEND_CHOICES, blender
+from model.blend import blender
 from model.fid import FrechetReference, inception_features, load_inception
 from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
 from stages import report
 from stages.common import atomic_dir, atomic_file, content_key, pick_device, save_png
-from stages.config import ConfigError, cli, require_choice, require_ints, run
+from stages.config import ConfigError, cli, run
 from stages.training import image_grid, require
 
 PREPARED = Path("data/prepared/test")
@@ -177,7 +177,8 @@ def floor_row(scores: InceptionScores, recon, masked, mask64, gt, blend: str) ->
 
 def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
     rows = []
-    for folder in sorted(RESULTS.glob("*/summary.json")):
+    # a hidden folder is a run's temporary (killed before it was complete): never a result
+    for folder in sorted(p for p in RESULTS.glob("*/summary.json") if not p.parent.name.startswith(".")):
         s = json.loads(folder.read_text())
         out = folder.parent
         raw, comp = np.load(out / "raw.npy"), np.load(out / "composite.npy")
@@ -189,7 +190,7 @@ def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
                      "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
                      "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
     if not rows:
-        raise FileNotFoundError(f"no inpainting results under {RESULTS}: run the `inpaint` stages first")
+        raise ConfigError(f"no inpainting results under {RESULTS}: run the `inpaint` stages first")
     return rows
 
 
@@ -225,13 +226,6 @@ def recon_floor(device, gt_tokens_path: Path, batch_size: int):
     return decode_images(load_frozen(device), tokens, batch_size)
 
 
-def check_params(cfg: dict) -> None:
-    """The settings the stage reads, checked before any FID is computed."""
-    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
-    require_choice(cfg, "inpaint", "composite", (True, False))
-    require_ints(cfg, "evaluate", ("batch_size",))
-
-
 def main(argv: list[str] | None = None) -> None:
     def args(parser):
         parser.add_argument("--against", type=Path, nargs="*", default=[],
@@ -239,7 +233,6 @@ def main(argv: list[str] | None = None) -> None:
                                  "KIDs minus theirs with paired errors")
 
     cfg, a = cli(__doc__, args, argv)
-    check_params(cfg)
     device = pick_device(cfg["device"])
     t0 = time.time()
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,25 @@ def run_id(*parts) -> str:
 
 def checkpoint_path(stage: str, *parts) -> Path:
     return CHECKPOINTS / f"{stage}-{run_id(*parts)}.pt"
+
+
+class CheckpointClock:
+    """When a training loop saves its resumable checkpoint: every `every` steps, once at half-way, and
+    whenever `minutes` have passed since the last one, so that a killed run loses little work whatever its
+    step budget. Not after the last step: the stage's outputs follow it."""
+
+    def __init__(self, every: int, minutes: float, total: int):
+        self.every, self.seconds, self.total = every, minutes * 60, total
+        self.last = time.monotonic()
+
+    def due(self, done: int) -> bool:
+        """Whether to save after `done` steps; call once a step."""
+        now = time.monotonic()
+        if done >= self.total or not (done % self.every == 0 or done == self.total // 2
+                                      or now - self.last >= self.seconds):
+            return False
+        self.last = now
+        return True
 
 
 def rng_state() -> dict:

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.vqgan import CODEBOOK_METRICS, VQGAN, Discriminator, VQGANConfig, denormalize, normalize
-from model.vqgan_training import (CODEBOOK_INITS, QUANTIZER_GRADIENTS, Stage1Step, codebook_stats, encoder_vectors,
+from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
+from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors,
                                   freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, require_choice, require_ints, run
+from stages.config import ConfigError, StageFailed, cli, run
 
 PREPARED = Path("data/prepared")
 OUT = Path("models/vqgan")
@@ -34,12 +34,15 @@ ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors
 
 def read_checkpoint(path: Path) -> dict:
     """Load a user's state_dict safely (weights_only) and return it, or fail naming what is wrong (that
-    the file exists, `check_params` has checked)."""
+    the file exists, the parameter schema has checked)."""
+    if path.stat().st_size == 0:
+        raise ConfigError(f"vqgan.checkpoint: {path} is empty (0 bytes); expected the lab's VQGAN.pt")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"vqgan.checkpoint: {path} could not be read as a PyTorch state_dict: "
-                          f"{str(e).splitlines()[0][:200]}") from None
+                          f"{first[:200]}") from None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         inner = f" (keys: {list(sd)[:5]})" if isinstance(sd, dict) else ""
         raise ConfigError(f"vqgan.checkpoint: {path} is not a raw state_dict of tensors{inner}; "
@@ -111,6 +114,7 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
     restarts_end = min(0.8 * p["steps"], p["decoder_only_from"] or p["steps"])
     autocast = training.autocast_for(device)
     model.train(), disc.train()
+    clock = training.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], p["steps"])
     bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
     t0 = time.time()
     for step in bar:
@@ -126,11 +130,12 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
             logs["codes_restarted"] = restart_dead_codes(model, usage, encoder_vectors(model, x))
         sched_g.step()
         last = step == p["steps"] - 1
-        checkpoint_now = (step + 1) % p["checkpoint_every"] == 0 and not last
+        checkpoint_now = clock.due(step + 1)
         if step % 10 == 0 or last or checkpoint_now:  # reading the losses syncs the GPU: not every step
             values = {k: round(float(v), 5) for k, v in logs.items()}
             if not np.isfinite(values["loss"]):
                 raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
+        if step % 10 == 0 or last:  # the log's rows do not depend on when checkpoints fell
             log.append({"step": step, "seconds": round(time.time() - t0, 2), **values})
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
@@ -167,26 +172,8 @@ def reconstruction_metrics(model: VQGAN, images: torch.Tensor, quantize: bool = 
     return metrics, recon
 
 
-def check_params(cfg: dict) -> None:
-    """The settings the stage reads, checked before any work (the checkpoint's content: by `adopt`)."""
-    p = cfg["vqgan"]
-    if p["checkpoint"]:
-        if not Path(p["checkpoint"]).is_file():
-            raise ConfigError(f"vqgan.checkpoint: {p['checkpoint']} not found")
-        return
-    require_choice(cfg, "vqgan", "compile", (True, False, "regional"))
-    require_choice(cfg, "vqgan", "quantizer_gradient", QUANTIZER_GRADIENTS)
-    require_choice(cfg, "vqgan", "codebook_init", CODEBOOK_INITS)
-    require_choice(cfg, "vqgan", "codebook_metric", CODEBOOK_METRICS)
-    require_ints(cfg, "vqgan", ("steps", "batch_size", "checkpoint_every", "eval_every", "codebook_restart_every"))
-    require_ints(cfg, "vqgan", ("quantize_start",), low=0, high=p["steps"] - 1)
-    if p["decoder_only_from"] is not None:  # the codebook must have started before it is frozen
-        require_ints(cfg, "vqgan", ("decoder_only_from",), low=p["quantize_start"] + 1, high=p["steps"] - 1)
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
-    check_params(cfg)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
     val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)

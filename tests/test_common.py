@@ -47,6 +47,18 @@ def test_a_failed_block_leaves_the_old_output_and_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "out_dir"]
 
 
+def test_a_killed_runs_temporaries_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".out_dir.tmp-killed").mkdir()
+    (tmp_path / ".out_dir.tmp-killed" / "summary.json").write_text("{}")
+    (tmp_path / ".out.txt.tmp-killed").write_text("half")
+    (tmp_path / ".other.tmp-killed").mkdir()  # another output's: not this one's to remove
+    with atomic_dir(tmp_path / "out_dir") as tmp:
+        (tmp / "new.txt").write_text("new")
+    with atomic_file(tmp_path / "out.txt") as tmp:
+        tmp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-killed", "out.txt", "out_dir"]
+
+
 @pytest.mark.parametrize("count, width", [(5, 3), (1001, 4)])
 def test_numbered_pngs_hold_each_image_under_its_own_padded_number(tmp_path, count, width):
     """Written by many threads at once, every file still holds its own image (read back by Pillow), named

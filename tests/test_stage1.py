@@ -68,8 +68,11 @@ def test_bad_checkpoints_are_rejected_naming_the_problem(lab_state_dict, project
     (tmp_path / "code.pt").write_bytes(pickle.dumps(Evil()))
     err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'code.pt'}")
     assert "could not be read" in err and not Path("/tmp/pwned-by-checkpoint").exists()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'empty.pt'}")
+    assert "empty.pt is empty (0 bytes)" in err and "Traceback" not in err
     err = project.fails("vqgan", f"vqgan.checkpoint={tmp_path / 'absent.pt'}")
-    assert "not found" in err
+    assert "vqgan.checkpoint is" in err and "expected null or the path of an existing file" in err
     assert not project.path("models", "vqgan").exists()
 
 
@@ -161,6 +164,22 @@ def test_vqgan_resumes_after_a_kill_and_matches(project):
     assert [step for step, _ in psnr_curve] == ["10", "20", "30"]
     assert [r["quantized"] for r in log_rows(project, "val_log.csv")] == ["0", "1", "1"]  # warm-up: no codebook
     assert not list(project.path("checkpoints").glob("vqgan-*.pt"))
+
+
+def test_a_killed_run_resumes_under_the_default_checkpoint_steps(project):
+    """checkpoint_every (500) is past the run's 30 steps: the half-way checkpoint, then the clock's
+    (every checkpoint_minutes), are what a killed run resumes from."""
+    over = [*TINY, "vqgan.steps=30", "vqgan.disc_start=15", "vqgan.eval_every=10", "vqgan.quantize_start=12"]
+    project.run("prepare", *over)
+    project.run("vqgan", *over)
+    uninterrupted = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+    for extra, steps in (([], {15}), (["vqgan.checkpoint_minutes=0.0002"], set(range(1, 30)))):
+        step = kill_after_checkpoint(project, "vqgan", *over, *extra)
+        assert step in steps, (extra, step)
+        out = project.run("vqgan", *over, *extra)
+        assert f"at step {step}" in out.stdout + out.stderr
+        resumed = torch.load(project.path("models", "vqgan", "vqgan.pt"))
+        assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted), extra
 
 
 TOKENIZER = ("encoder.", "quant_conv.", "codebook.")
