@@ -25,7 +25,7 @@ from bench.common import machine
 from model.blend import blender
 from stages.common import content_key, pick_device
 from stages.config import ConfigError, cli, run
-from stages.evaluate import PREPARED, REFERENCE, InceptionScores, check_params, scaled_difference
+from stages.evaluate import PREPARED, REFERENCE, InceptionScores, scaled_difference
 from stages.training import require
 from stages.vqgan import decode_images, load_frozen
 
@@ -48,7 +48,6 @@ def main() -> None:
                             help="two inpaint output folders of one configuration under two prefills")
 
     cfg, a = cli(__doc__, args)
-    check_params(cfg)
     (tokens_a, run_a), (tokens_b, run_b) = (load_run(folder) for folder in a.runs)
     token_mask = np.load(require(TOKEN_MASK, "tokens"))
     for folder, tokens in zip(a.runs, (tokens_a, tokens_b)):

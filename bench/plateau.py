@@ -24,8 +24,8 @@ import torch
 from bench.common import machine
 from model.transformer import POS_INITS, TransformerConfig
 from model.vqgan_training import code_entropy
-from stages.config import load
-from stages.train import TOK_INITS, make_optimizer, new_transformer, train_step, validate
+from stages.config import TOK_INITS, load
+from stages.train import make_optimizer, new_transformer, train_step, validate
 from stages.training import autocast_for, warmup_cosine
 
 ESCAPE_MARGIN = 0.05  # nats below the unigram entropy that count as "uses the context"

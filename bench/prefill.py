@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from bench.common import machine
 from model.blend import blender
 from stages.common import content_key, pick_device
-from stages.config import ConfigError, cli, run
-from stages.evaluate import PREPARED, REFERENCE, InceptionScores, check_params, scaled_difference
-from stages.tokens import PREFILLS, prefilled, token_cache
+from stages.config import PREFILLS, ConfigError, cli, run
+from stages.evaluate import PREPARED, REFERENCE, InceptionScores, scaled_difference
+from stages.tokens import prefilled, token_cache
 from stages.training import require
 from stages.vqgan import decode_images, load_frozen
 
@@ -59,7 +59,6 @@ def agreement(tokens: np.ndarray, truth: np.ndarray, dist: np.ndarray) -> dict:
 
 def main() -> None:
     cfg, _ = cli(__doc__)
-    check_params(cfg)
     gt = np.load(require(PREPARED / "gt.npy", "prepare"))
     masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
     truth = np.load(require(TOKENS / "test_gt.npy", "tokens")).astype(np.int64)

@@ -1,8 +1,9 @@
-"""Parameters: read `params.yaml`, apply `-S key=value` overrides, resolve the profile.
+"""Parameters: read `params.yaml`, apply `-S key=value` overrides, resolve the profile, check the result.
 
 `profile` selects a block of `profiles:` in params.yaml. A profile fills only the values that are
 left `null` in the main sections, so an explicit parameter (in the file or given with `-S`, exactly
-as `dvc exp run -S` writes it) always wins over the profile.
+as `dvc exp run -S` writes it) always wins over the profile. Every stage checks every parameter against
+SCHEMA when it starts, so a bad value fails in seconds, named, whichever stage DVC runs first.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -105,30 +107,239 @@ def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     return resolve(read_params(path), parse_overrides(overrides or []))
 
 
-def require_ints(cfg: dict, section: str, keys: tuple[str, ...], low: int = 1, high: int | None = None) -> None:
-    """Fail, naming the parameter, unless each `cfg[section][key]` is an integer in [low, high]."""
-    expected = "a positive integer" if (low, high) == (1, None) else f"an integer from {low} to {high}"
-    for key in keys:
-        value = cfg[section][key]
-        if (not isinstance(value, int) or isinstance(value, bool) or value < low
-                or (high is not None and value > high)):
-            raise ConfigError(f"{section}.{key} is {value!r}; expected {expected}")
+def write_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> None:
+    """Write `-S key=value` overrides into params.yaml, comments and layout kept, as `dvc exp run -S` does
+    (ruamel.yaml, which DVC brings)."""
+    from ruamel.yaml import YAML
+
+    values = parse_overrides(overrides)
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    tree = yaml_rt.load(path.read_text())
+    for key, value in values.items():
+        set_dotted(tree, key, value)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        yaml_rt.dump(tree, f)
+    tmp.replace(path)
 
 
-def require_fraction(cfg: dict, section: str, key: str) -> None:
-    """Fail, naming the parameter, unless `cfg[section][key]` is a number in [0, 1]."""
-    value = cfg[section][key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-        raise ConfigError(f"{section}.{key} is {value!r}; expected a number from 0 to 1")
+# ---------------------------------------------------------------- the schema: every parameter's type and range
+# The choices of the parameters that pick a method. The model's modules, which implement them, hold the same
+# lists (tests/test_config.py checks); the schema spells them out so that importing it imports no model code,
+# and a change of stage-2 code reruns no stage that only checks parameters.
+SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp", "pow<k>")  # model.mask_schedule
+QUANTIZER_GRADIENTS = ("straight_through", "rotation")  # model.vqgan_training
+CODEBOOK_INITS = ("samples", "kmeans")  # model.vqgan_training
+CODEBOOK_METRICS = ("euclidean", "cosine")  # model.vqgan
+POS_INITS = ("normal", "sincos")  # model.transformer
+BLEND_CHOICES = ("paste", "poisson")  # model.blend
 
 
-def require_choice(cfg: dict, section: str, key: str, choices: tuple) -> None:
-    """Fail, naming the parameter, unless `cfg[section][key]` is one of `choices` (as YAML spells them)."""
-    value = cfg[section][key]
-    if value not in choices:
-        spelled = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
-                            for c in choices)
-        raise ConfigError(f"{section}.{key} is {value!r}; expected one of {spelled}")
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN is no setting
+
+
+class Spec:
+    """What one parameter may hold: `ok(value)`, and `expected`, the words of its error."""
+    expected = ""
+
+    def ok(self, value) -> bool:
+        raise NotImplementedError
+
+
+class Int(Spec):
+    def __init__(self, low: int = 1, high: int | None = None, null: bool = False):
+        self.low, self.high, self.null = low, high, null
+        words = ("a positive integer" if (low, high) == (1, None) else f"an integer of at least {low}"
+                 if high is None else f"an integer from {low} to {high}")
+        self.expected = words + (" or null" if null else "")
+
+    def ok(self, value) -> bool:
+        if value is None:
+            return self.null
+        return _is_int(value) and value >= self.low and (self.high is None or value <= self.high)
+
+
+class Real(Spec):
+    """A number in [low, high]; `above`: strictly above `low`; `below`: strictly below `high`."""
+
+    def __init__(self, low: float = 0, high: float | None = None, above: bool = False, below: bool = False):
+        self.low, self.high, self.above, self.below = low, high, above, below
+        if high is None:
+            self.expected = f"a number {'above' if above else 'of at least'} {low}"
+        else:
+            self.expected = f"a number from {low} to {high}" + (f", below {high}" if below else "") + (
+                f", above {low}" if above else "")
+
+    def ok(self, value) -> bool:
+        if not _is_number(value) or value < self.low or (self.above and value == self.low):
+            return False
+        return self.high is None or value < self.high or (value == self.high and not self.below)
+
+
+class OneOf(Spec):
+    def __init__(self, *choices):
+        self.choices = choices
+        self.expected = "one of " + ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool)
+                                              else str(c) for c in choices)
+
+    def ok(self, value) -> bool:
+        return any(value is c if c is None or isinstance(c, bool) else value == c and not isinstance(value, bool)
+                   for c in self.choices)
+
+
+class Schedule(Spec):
+    expected = f"a mask schedule: one of {', '.join(SCHEDULES)} (e.g. pow3)"
+
+    def ok(self, value) -> bool:
+        if not isinstance(value, str):
+            return False
+        return value in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", value) is not None
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec, empty: bool = False):
+        self.item, self.empty = item, empty
+        self.expected = f"a{' ' if empty else ' non-empty '}list, each item {item.expected}, e.g. [1, 2]"
+
+    def ok(self, value) -> bool:
+        return isinstance(value, list) and (self.empty or bool(value)) and all(self.item.ok(v) for v in value)
+
+
+class Text(Spec):
+    expected = "a non-empty text"
+
+    def ok(self, value) -> bool:
+        return isinstance(value, str) and value.strip() != ""
+
+
+class Sha256(Spec):
+    expected = "null or 64 hexadecimal digits"
+
+    def ok(self, value) -> bool:  # 64 decimal digits read as YAML are an integer
+        return value is None or re.fullmatch(r"[0-9a-fA-F]{64}", str(value)) is not None
+
+
+class File(Spec):
+    """null, or the path of a file that exists."""
+    expected = "null or the path of an existing file"
+
+    def ok(self, value) -> bool:
+        return value is None or isinstance(value, str) and Path(value).expanduser().is_file()
+
+
+class Device(Spec):
+    expected = "auto, cpu, cuda or cuda:N"
+
+    def ok(self, value) -> bool:
+        return isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) is not None
+
+
+FRACTION = Real(0, 1)
+COMPILE = OneOf(True, False, "regional")
+PREFILLS = ("grey", "telea", "ns")  # `tokens.prefill`: how the encoder sees the test images' holes
+TOK_INITS = ("normal", "codebook")  # `train.tok_init`
+
+SCHEMA: dict[str, Spec] = {
+    "profile": Text(),  # its choices: the profiles in params.yaml (checked by `resolve`)
+    "device": Device(),
+    "schedule": Schedule(), "T": Int(), "sweet_spot": Int(0),
+    "sweep.schedule": ListOf(Schedule()), "sweep.T": ListOf(Int()), "sweep.sweet_spot": ListOf(Int(0)),
+    "data.source": Text(), "data.sha256": Sha256(), "data.test_gt": File(), "data.seed": Int(0),
+    "data.skip_bad": OneOf(True, False), "data.dedup": OneOf(True, False), "data.synthetic_count": Int(3),
+    "data.sizes.train": Int(), "data.sizes.val": Int(), "data.sizes.test": Int(),
+    "data.hole_min": FRACTION, "data.hole_max": Real(0, 1, above=True),
+    "data.max_extract_gb": Real(0, above=True), "data.max_extract_ratio": Real(1),
+    "vqgan.checkpoint": File(), "vqgan.enc_channels": ListOf(Int()), "vqgan.dec_channels": ListOf(Int()),
+    "vqgan.latent_dim": Int(), "vqgan.num_codebook_vectors": Int(2, 32767),  # tokens are stored as int16
+    "vqgan.norm_groups": Int(), "vqgan.beta": Real(0), "vqgan.steps": Int(), "vqgan.batch_size": Int(),
+    "vqgan.lr": Real(0, above=True), "vqgan.warmup_steps": Int(0), "vqgan.l1_weight": Real(0),
+    "vqgan.l2_weight": Real(0), "vqgan.disc_start": Int(0), "vqgan.disc_weight": Real(0),
+    "vqgan.feature_weight": Real(0), "vqgan.quantize_start": Int(0),
+    "vqgan.quantizer_gradient": OneOf(*QUANTIZER_GRADIENTS), "vqgan.codebook_init": OneOf(*CODEBOOK_INITS),
+    "vqgan.codebook_metric": OneOf(*CODEBOOK_METRICS), "vqgan.codebook_restart_every": Int(),
+    "vqgan.decoder_only_from": Int(0, null=True), "vqgan.checkpoint_every": Int(),
+    "vqgan.checkpoint_minutes": Real(0, above=True), "vqgan.eval_every": Int(), "vqgan.compile": COMPILE,
+    "vqgan.seed": Int(0),
+    "tokens.batch_size": Int(), "tokens.prefill": OneOf(*PREFILLS), "tokens.decode_prefill": OneOf(None, *PREFILLS),
+    "train.dim": Int(), "train.n_layers": Int(), "train.hidden_dim": Int(), "train.n_heads": Int(),
+    "train.dropout": Real(0, 1, below=True), "train.pos_init": OneOf(*POS_INITS), "train.tok_init": OneOf(*TOK_INITS),
+    "train.epochs": Int(), "train.batch_size": Int(), "train.lr": Real(0, above=True), "train.weight_decay": Real(0),
+    "train.warmup_steps": Int(0), "train.grad_clip": Real(0, above=True), "train.gamma": Schedule(),
+    "train.label_smoothing": Real(0, 1, below=True), "train.hole_fraction": FRACTION,
+    "train.checkpoint_every": Int(), "train.checkpoint_minutes": Real(0, above=True), "train.compile": COMPILE,
+    "train.seed": Int(0),
+    "inpaint.choice_temperature": Real(0), "inpaint.temperature": Real(0), "inpaint.composite": OneOf(True, False),
+    "inpaint.blend": OneOf(*BLEND_CHOICES), "inpaint.picture_serials": ListOf(Int(0), empty=True),
+    "inpaint.batch_size": Int(), "inpaint.seed": Int(0),
+    "evaluate.batch_size": Int(),
+}
+
+
+def get_dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _fail(key: str, value, expected: str):
+    raise ConfigError(f"{key} is {value!r}; expected {expected}")
+
+
+def _check_relations(cfg: dict) -> None:
+    """The rules that tie one parameter to another."""
+    v, d, t = cfg["vqgan"], cfg["data"], cfg["train"]
+    if d["hole_min"] > d["hole_max"]:
+        _fail("data.hole_min", d["hole_min"], f"a number from 0 to data.hole_max ({d['hole_max']})")
+    if not v["checkpoint"]:  # an adopted checkpoint has the lab's architecture and trains nothing
+        if v["quantize_start"] > v["steps"] - 1:
+            _fail("vqgan.quantize_start", v["quantize_start"], f"an integer from 0 to {v['steps'] - 1}")
+        if v["decoder_only_from"] is not None and not v["quantize_start"] < v["decoder_only_from"] < v["steps"]:
+            # the codebook must have started before it is frozen
+            _fail("vqgan.decoder_only_from", v["decoder_only_from"],
+                  f"an integer from {v['quantize_start'] + 1} to {v['steps'] - 1}")
+        odd = [c for c in v["enc_channels"] + v["dec_channels"] if c % v["norm_groups"]]
+        if odd:
+            _fail("vqgan.norm_groups", v["norm_groups"], f"a divisor of every channel count (not of {odd[0]})")
+    if t["dim"] % t["n_heads"]:
+        raise ConfigError(f"train.dim {t['dim']} is not divisible by train.n_heads {t['n_heads']}")
+    points = [(cfg["schedule"], cfg["T"], cfg["sweet_spot"], "the headline (schedule, T, sweet_spot)")] + [
+        (sc, T, sw, "sweep point") for sc in cfg["sweep"]["schedule"] for T in cfg["sweep"]["T"]
+        for sw in cfg["sweep"]["sweet_spot"]]
+    for schedule, T, sweet_spot, where in points:  # each is checked alone by SCHEMA; here: sweet spot <= T
+        if sweet_spot > T:
+            raise ConfigError(f"{where} {schedule}, T={T}, sweet spot={sweet_spot}: expected a sweet spot from 0 "
+                              f"to T={T} (0 = run all T steps)")
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            _fail("device", name, f"auto or cpu: this machine has no CUDA GPU (torch {torch.__version__})")
+        if ":" in name and int(name.split(":")[1]) >= count:
+            _fail("device", name, f"cuda:0 to cuda:{count - 1} ({count} GPU(s) here)")
+
+
+def check(cfg: dict) -> None:
+    """Every parameter of a resolved configuration against SCHEMA, then the rules between parameters: one
+    ConfigError naming the first that is wrong and what was expected. Cheap, so every stage runs it first."""
+    for key, spec in SCHEMA.items():
+        try:
+            value = get_dotted(cfg, key)
+        except (KeyError, TypeError):
+            raise ConfigError(f"parameter {key!r} is missing from {PARAMS_FILE}") from None
+        if not spec.ok(value):
+            _fail(key, value, spec.expected)
+    _check_relations(cfg)
+    _check_device(cfg["device"])
 
 
 def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tuple[dict, argparse.Namespace]:
@@ -140,7 +351,9 @@ def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tup
     if extra_args:
         extra_args(parser)
     args = parser.parse_args(argv)
-    return load(args.overrides), args
+    cfg = load(args.overrides)
+    check(cfg)
+    return cfg, args
 
 
 def run(main) -> None:

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.blend import BLEND_CHOICES, blender
+from model.blend import blender
 from model.iterative_decode import check_decode_args, iterative_decode
 from model.vqgan import VQGAN
 from stages import training
 from stages.common import atomic_dir, pick_device, save_json, save_numbered_pngs, save_png, write_resolved
-from stages.config import ConfigError, cli, require_choice, require_ints, run
+from stages.config import ConfigError, cli, run
 from stages.train import load_transformer
 from stages.vqgan import decode_images, load_frozen
 
@@ -174,17 +174,13 @@ def headline_point(cfg: dict) -> tuple:
     return cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline"
 
 
-def check_params(cfg: dict, points: list[tuple] | None = None) -> None:
-    """The settings the stage reads, for `points` (default: the sweep and the headline, as run_all runs
-    them), checked before any model is loaded."""
-    require_choice(cfg, "inpaint", "blend", BLEND_CHOICES)
-    require_ints(cfg, "inpaint", ("batch_size",))
-    for schedule, T, sweet_spot, name in sweep_points(cfg) + [headline_point(cfg)] if points is None else points:
+def check_points(points: list[tuple]) -> None:
+    """The points given on the command line (the parameters' own, the schema has checked)."""
+    for schedule, T, sweet_spot, name in points:
         try:
             check_decode_args(T, sweet_spot, schedule)
         except ValueError as e:
-            where = "the headline (schedule, T, sweet_spot)" if name == "headline" else "sweep point"
-            raise ConfigError(f"{where} {schedule}, T={T}, sweet spot={sweet_spot}: {e}") from None
+            raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         T = a.T if a.T is not None else cfg["T"]
         sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
-    check_params(cfg, points)
+    check_points(points)
     t0 = time.time()
     inputs = load_inputs(cfg)
     print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")

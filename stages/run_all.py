@@ -1,6 +1,6 @@
 """Run the whole pipeline in order without DVC (for GPU machines that lack it), then print the time
 each stage took (on a GPU also its peak memory; both in reports/timings.json). Writes the same outputs
-as `dvc repro`. Every stage's settings are checked before the first stage runs.
+as `dvc repro`. Every parameter is checked before the first stage runs (`cli` checks them all).
 
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
 
@@ -8,19 +8,23 @@ The stages run in this one process, each exactly as `python -m stages.<name>` wo
 imported and CUDA started once instead of once a stage (`bench.run_all` measures what that saves). No
 stage draws from a random state it did not seed itself, and between stages the compiled graphs and the
 GPU memory the last one left are released, so each stage's outputs are those of its own process
-(tests/test_pipeline.py compares them).
+(tests/test_pipeline.py compares them). In a DVC project the run ends recorded in DVC (`record_in_dvc`),
+so that `dvc exp run` and `dvc status` take its outputs as the pipeline's.
 """
 from __future__ import annotations
 
 import gc
 import importlib
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from stages.common import pick_device, save_json
-from stages.config import ConfigError, StageFailed, cli, run
+from stages.config import ConfigError, StageFailed, cli, run, write_overrides
 
 HEADINGS = {"stage": "stage", "seconds": "seconds", "peak_gpu_gib": "peak GPU memory (GiB)"}  # timings.json → table
 
@@ -51,6 +55,26 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
+def record_in_dvc(overrides: list[str], skipped: bool) -> None:
+    """In a DVC project, record what this run made as the pipeline's outputs (`dvc commit`), with the -S
+    overrides written into params.yaml first, as `dvc exp run -S` writes them. Unrecorded, the outputs are
+    unknown to DVC, and a later `dvc exp run` removes them as stale before it fails."""
+    if not (Path(".dvc").is_dir() and Path("dvc.yaml").is_file()):
+        return
+    dvc = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
+    if dvc is None or skipped:
+        why = "dvc is not installed here" if dvc is None else "stages were skipped"
+        print(f"\nrun_all: {why}, so DVC does not know these outputs: before `dvc exp run` or `dvc repro` in this "
+              "folder, put the -S values into params.yaml and run `dvc commit -f`, or the outputs are replaced")
+        return
+    if overrides:
+        write_overrides(overrides)
+    proc = subprocess.run([dvc, "commit", "--force", "--quiet"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StageFailed(f"dvc commit failed, so DVC does not know these outputs: {proc.stderr.strip()[-500:]}")
+    print("\nrun_all: recorded in DVC (dvc commit)" + (", the -S values written into params.yaml" if overrides else ""))
+
+
 def main() -> None:
     def args(parser):
         parser.add_argument("--skip", nargs="*", default=[], help="stages to skip (e.g. evaluate)")
@@ -58,10 +82,6 @@ def main() -> None:
     cfg, a = cli(__doc__, args)
     stages = [(stage, importlib.import_module(f"stages.{stage}"), extra, label)
               for stage, extra, label in plan(cfg) if stage not in a.skip]
-    for _, module, _, _ in stages:  # every stage's settings before the first runs: a typo fails now, not after training
-        check = getattr(module, "check_params", None)
-        if check:
-            check(cfg)
     overrides = [x for o in a.overrides for x in ("-S", o)]
     device = pick_device(cfg["device"])  # on a GPU each stage's peak memory too: what a smaller card must hold
     timings = []
@@ -82,6 +102,7 @@ def main() -> None:
     if device.type == "cuda":
         timings[-1]["peak_gpu_gib"] = max((t["peak_gpu_gib"] for t in timings[:-1]), default=0.0)
     save_json(timings, "reports/timings.json")
+    record_in_dvc(a.overrides, skipped=bool(a.skip))
     print("\n| " + " | ".join(HEADINGS[k] for k in timings[-1]) + " |\n|" + "---|" * len(timings[-1]))
     for t in timings:
         print("| " + " | ".join(str(v) for v in t.values()) + " |")

@@ -20,13 +20,12 @@ from model.baselines import opencv_inpaint
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, normalize
 from stages.common import atomic_dir, pick_device, write_resolved
-from stages.config import cli, require_choice, require_ints, run
+from stages.config import cli, run
 from stages.training import load_array
 from stages.vqgan import load_frozen
 
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokens")
-PREFILLS = ("grey", "telea", "ns")  # `tokens.prefill`
 
 
 @torch.inference_mode()
@@ -48,15 +47,8 @@ def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarra
     return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
 
 
-def check_params(cfg: dict) -> None:
-    require_choice(cfg, "tokens", "prefill", PREFILLS)
-    require_choice(cfg, "tokens", "decode_prefill", (None, *PREFILLS))
-    require_ints(cfg, "tokens", ("batch_size",))
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
-    check_params(cfg)
     device = pick_device(cfg["device"])
     model = load_frozen(device)
     bs = cfg["tokens"]["batch_size"]

@@ -1,8 +1,10 @@
+import shutil
 from pathlib import Path
 
 import pytest
 
-from stages.config import ConfigError, parse_overrides, read_params, resolve
+from stages import config
+from stages.config import SCHEMA, ConfigError, parse_overrides, read_params, resolve
 
 PARAMS = {
     "profile": "quick",
@@ -57,3 +59,62 @@ def test_no_value_in_params_yaml_shadows_its_profile(profile):
         for key in path:
             resolved = resolved[key]
         assert resolved == value, f"params.yaml sets {'.'.join(path)}, shadowing the {profile} profile's {value}"
+
+
+def test_the_schema_covers_every_parameter_and_nothing_else():
+    params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params.pop("profiles")
+
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+    assert set(leaves(params)) == set(SCHEMA)
+
+
+def test_the_schemas_choices_are_the_models():
+    from model import blend, mask_schedule, transformer, vqgan, vqgan_training
+
+    assert config.SCHEDULES == mask_schedule.SCHEDULES
+    assert config.QUANTIZER_GRADIENTS == vqgan_training.QUANTIZER_GRADIENTS
+    assert config.CODEBOOK_INITS == vqgan_training.CODEBOOK_INITS
+    assert config.CODEBOOK_METRICS == vqgan.CODEBOOK_METRICS
+    assert config.POS_INITS == transformer.POS_INITS
+    assert config.BLEND_CHOICES == blend.BLEND_CHOICES
+    for name in ("cosine", "pow3", "pow2.5", "pow", "zigzag", "Cosine"):  # the model's own check decides
+        try:
+            mask_schedule.check_schedule(name)
+            valid = True
+        except ValueError:
+            valid = False
+        assert config.Schedule().ok(name) == valid, name
+
+
+@pytest.mark.parametrize("profile", ["quick", "lab"])
+def test_both_profiles_pass_the_schema(profile):
+    config.check(config.load([f"profile={profile}"], Path(__file__).resolve().parents[1] / "params.yaml"))
+
+
+@pytest.mark.parametrize("spec, good, bad", [
+    (config.Int(), [1, 7], [0, -1, 2.5, True, None, "3"]),
+    (config.Int(0, 5, null=True), [0, 5, None], [6, -1]),
+    (config.Real(0, above=True), [1e-9, 3], [0, -1, float("nan"), True]),
+    (config.Real(0, 1, below=True), [0, 0.5], [1, 1.5]),
+    (config.OneOf(True, False, "regional"), [True, False, "regional"], [1, 0, "yes", None]),
+    (config.ListOf(config.Int()), [[1], [4, 8]], [4, [], [0], "[4]"]),
+    (config.Sha256(), [None, "a" * 64, "0" * 64], ["a" * 63, "g" * 64]),
+])
+def test_each_kind_of_spec_takes_what_it_says(spec, good, bad):
+    assert all(spec.ok(v) for v in good), good
+    assert not any(spec.ok(v) for v in bad), [v for v in bad if spec.ok(v)]
+
+
+def test_overrides_are_written_into_params_yaml_keeping_its_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", path)
+    config.write_overrides(["T=12", "sweep.T=[2, 3]", "data.sha256=" + "0" * 64, "vqgan.lr=1e-4"], path)
+    text = path.read_text()
+    assert "# decoding iterations" in text and "T: 12" in text
+    got = read_params(path)  # read back as DVC reads it
+    assert got["T"] == 12 and got["sweep"]["T"] == [2, 3] and got["data"]["sha256"] == "0" * 64
+    assert got["vqgan"]["lr"] == 1e-4 and got["profiles"] == read_params(Path(__file__).resolve().parents[1] / "params.yaml")["profiles"]

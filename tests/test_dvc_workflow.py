@@ -31,19 +31,30 @@ def ran_stages(output: str) -> set:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
-def test_repro_then_experiment_on_the_headline(tmp_path):
+def tiny_clone(tmp_path, schedules=("cosine", "square")) -> Path:
+    """A git clone of the project with the working tree's code and TINY sizes in its params.yaml, committed."""
     clone = tmp_path / "clone"
     sh(f"git clone -q {REPO} {clone}", tmp_path)
     # Working-tree versions of the code, so the test checks what is being changed, not the last commit.
-    for sub in ("stages", "model", "dvc.yaml"):
+    for sub in ("stages", "model", "dvc.yaml", "params.yaml"):
         src = REPO / sub
         shutil.copytree(src, clone / sub, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, clone / sub)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    tiny = {**parse_overrides(TINY), "sweep.schedule": ["cosine", "square"], "sweep.T": [2], "sweep.sweet_spot": [0]}
+    tiny = {**parse_overrides(TINY), "sweep.schedule": list(schedules), "sweep.T": [2], "sweep.sweet_spot": [0]}
     for key, value in tiny.items():
         set_dotted(params, key, value)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git add -A && git commit -qm tiny", clone)
+    return clone
+
+
+def test_repro_then_experiment_on_the_headline(tmp_path):
+    clone = tiny_clone(tmp_path)
+    # a bad parameter fails in the first stage DVC runs, in seconds, not after training
+    out = sh("dvc exp run -S T=0; echo exit=$?", clone, check=False)
+    assert "exit=0" not in out and "T is 0; expected a positive integer" in out, out
+    assert ran_stages(out) == {"prepare"} and not (clone / "data" / "prepared").exists()
+    sh("git checkout -q params.yaml", clone)
 
     out = sh("dvc repro", clone)
     assert {"prepare", "vqgan", "tokens", "train", "inpaint@cosine-2-0", "inpaint@square-2-0", "inpaint_headline",
@@ -62,3 +73,22 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
     assert ran_stages(out) == {"tokens", "inpaint@cosine-2-0", "inpaint@square-2-0", "inpaint_headline", "evaluate"}
     sh("dvc plots show -o plots_html", clone)
     assert (clone / "plots_html" / "index.html").stat().st_size > 1000
+
+
+def test_an_experiment_after_run_all_keeps_what_run_all_trained(tmp_path):
+    """The GPU path (run_all, no DVC stage runs), then `dvc exp run`: run_all recorded its outputs in DVC, so the
+    experiment reruns only what the change touches instead of removing the models it did not know."""
+    clone = tiny_clone(tmp_path, schedules=("cosine",))
+    out = sh(f"{sys.executable} -m stages.run_all -S inpaint.seed=1", clone)
+    assert "recorded in DVC" in out
+    text = (clone / "params.yaml").read_text()
+    assert "seed: 1" in text.split("inpaint:")[1].split("evaluate:")[0]  # the -S value, as dvc exp run -S writes it
+    assert "changed" not in sh("dvc status", clone)
+    weights = (clone / "models" / "vqgan" / "vqgan.pt").read_bytes()
+    out = sh("dvc exp run -S T=3 -s inpaint_headline", clone)
+    assert ran_stages(out) == {"inpaint_headline"}
+    assert (clone / "models" / "vqgan" / "vqgan.pt").read_bytes() == weights
+    assert (clone / "models" / "transformer" / "transformer.pt").exists() and (clone / "data" / "tokens").is_dir()
+    out = sh("dvc exp run -S T=4", clone)
+    assert ran_stages(out) == {"inpaint_headline", "evaluate"}
+    assert (clone / "models" / "vqgan" / "vqgan.pt").read_bytes() == weights

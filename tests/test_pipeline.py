@@ -19,8 +19,8 @@ from test_blend import jacobi_correction
 
 
 def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
-    for override, word in (("T=0", "T must be"), ("sweet_spot=9", "sweet_spot"), ("schedule=zigzag", "zigzag"),
-                           ("inpaint.blend=feather", "inpaint.blend")):
+    for override, word in (("T=0", "T is 0; expected a positive integer"), ("sweet_spot=9", "sweet_spot"),
+                           ("schedule=zigzag", "zigzag"), ("inpaint.blend=feather", "inpaint.blend")):
         err = tiny_project.fails("inpaint", *TINY, override)
         assert word in err and "Traceback" not in err
     assert not tiny_project.path("results", "inpaint", "headline").exists()
@@ -30,9 +30,10 @@ def test_inpaint_rejects_bad_parameters_before_work(tiny_project):
 
 def test_run_all_checks_every_stage_before_the_first_runs(project):
     """A bad setting of a late stage fails the runner at once, named, not after stage 1 and 2 have trained."""
-    for override, message in (("sweep.T=[4, 0]", "sweep point cosine, T=0, sweet spot=0: T must be a positive integer"),
+    for override, message in (("sweep.T=[4, 0]", "sweep.T is [4, 0]; expected a non-empty list, each item a positive"),
                               ("train.n_heads=5", "train.dim 32 is not divisible by train.n_heads 5"),
-                              ("evaluate.batch_size=0", "evaluate.batch_size is 0; expected a positive integer")):
+                              ("evaluate.batch_size=0", "evaluate.batch_size is 0; expected a positive integer"),
+                              ("train.lr=-1", "train.lr is -1; expected a number above 0")):
         proc = project.run("run_all", *TINY, override, check=False)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert "=== prepare" not in proc.stdout and not project.path("data").exists()
@@ -131,10 +132,15 @@ def tile(picture: np.ndarray, row: int, col: int, pad: int = 2, size: int = 64) 
 
 def test_run_all_produces_the_report(tiny_project, monkeypatch):
     sweep = ["sweep.schedule=[cosine]", "sweep.T=[2, 4]", "sweep.sweet_spot=[0, 1]"]
+    inpainted = tiny_project.path("results", "inpaint")
+    for stale in (".headline.tmp-killed", ".cosine-T9-s0.tmp-killed"):  # what killed inpaint runs leave
+        (inpainted / stale).mkdir(parents=True, exist_ok=True)
+        (inpainted / stale / "summary.json").write_text('{"name": "killed"}')
     proc = tiny_project.run("run_all", *TINY, *sweep, "T=4", args=["--skip", "prepare", "vqgan", "tokens", "train"])
     assert "| evaluate |" in proc.stdout
+    assert not (inpainted / ".headline.tmp-killed").exists()  # the next run of that output removes it
+    assert "killed" not in tiny_project.path("reports", "comparison.csv").read_text()  # never scored
     # The headline is the sweep point cosine-T4-s0: decoded once, its folder copied (same timing).
-    inpainted = tiny_project.path("results", "inpaint")
     point, headline = (json.loads((inpainted / n / "summary.json").read_text()) for n in ("cosine-T4-s0", "headline"))
     assert headline["name"] == "headline" and headline["decode_seconds"] == point["decode_seconds"]
     assert all(point[f"{part}_seconds"] >= 0 for part in ("composite", "pictures", "write"))  # where the rest goes
