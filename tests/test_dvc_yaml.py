@@ -55,26 +55,3 @@ def test_every_stage_depends_on_the_code_it_runs():
             missing[name] = sorted(lacking)
     assert not missing, f"dvc.yaml: stages missing code deps (a change there would not rerun them): {missing}"
 
-
-def test_the_committed_lock_is_of_the_code_and_params_as_they_are():
-    """dvc.lock records the md5 of each stage's code and the params it ran with; a stage whose code or
-    params changed since is stale, and a fresh clone's `dvc status` would say so. Rerun `dvc repro`."""
-    import hashlib
-
-    from stages.config import get_dotted, read_params
-
-    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    params = read_params(REPO / "params.yaml")
-    stale = []
-    for name, entry in lock.items():
-        declared = stages[name.split("@")[0]]
-        code = {d for d in declared["deps"] if d.endswith(".py")}
-        locked = {d["path"]: d["md5"] for d in entry["deps"] if d["path"].endswith(".py")}
-        if set(locked) != code:
-            stale.append(f"{name}: deps {sorted(code ^ set(locked))}")
-        stale += [f"{name}: {path}" for path, md5 in locked.items()
-                  if (REPO / path).exists() and hashlib.md5((REPO / path).read_bytes()).hexdigest() != md5]
-        stale += [f"{name}: param {key}" for key, value in entry.get("params", {}).get("params.yaml", {}).items()
-                  if get_dotted(params, key) != value]
-    assert not stale, f"dvc.lock is stale (run dvc repro and commit it): {stale}"
