@@ -188,9 +188,8 @@ class OneOf(Spec):
         self.expected = "one of " + ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool)
                                               else str(c) for c in choices)
 
-    def ok(self, value) -> bool:
-        return any(value is c if c is None or isinstance(c, bool) else value == c and not isinstance(value, bool)
-                   for c in self.choices)
+    def ok(self, value) -> bool:  # by type as well, so that 1 is not True
+        return any(type(value) is type(c) and value == c for c in self.choices)
 
 
 class Schedule(Spec):

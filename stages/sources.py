@@ -1,7 +1,6 @@
 """Getting images in: URLs (resumable, checksummed), archives (extracted safely), folders, the lab layout."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import io
@@ -162,8 +161,8 @@ def extract(archive: Path, dest: Path, max_bytes: float = 20e9, max_ratio: float
                     else:
                         _copy(t.extractfile(m), dest / m.name, m.name, budget)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, (EOFError, gzip.BadGzipFile)) and e.errno is not None:
-            raise  # the disk, not the archive
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # the disk, not the archive (a bad gzip stream is an OSError without an errno)
         raise ConfigError(f"data.source: {archive} is corrupt or truncated ({e}); download or copy it again") from None
     return dest
 
