@@ -18,8 +18,8 @@ def main():
     parser.add_argument("--compile", action="store_true")
     a = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = {"stage1": stage1.run(device, compile_mode="whole" if a.compile else None),
-               "stage2": stage2.run(device, compile_mode="whole" if a.compile else None),
+    results = {"stage1": stage1.run(device, compiled=a.compile),
+               "stage2": stage2.run(device, compiled=a.compile),
                "inpaint": inpaint.run(device, compile_model=a.compile)}
     with open(a.out, "w") as f:
         json.dump(results, f, indent=2)

@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 from torch._inductor import config as inductor_config
 from torch.utils.flop_counter import FlopCounterMode
 
-from stages.common import usable_cores
+from pipeline.runtime import usable_cores
 
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM, FLOP/s
 

@@ -14,10 +14,10 @@ import time
 import torch
 
 from bench.common import H100_BF16_PEAK, counted_flops, machine, sync
-from model.iterative_decode import iterative_decode
+from model.iterative_decode import image_generators, iterative_decode
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
-from stages.training import autocast_for
+from pipeline.runtime import autocast_for
 
 
 def flops_per_image(T: int) -> int:
@@ -56,7 +56,7 @@ def run(device, images: int | None = None, T: int = 8, loop_images: int | None =
             with autocast():
                 tokens = vqgan.encode(x[i:i + batch])[1]
             out = iterative_decode(predict, tokens, mask[i:i + batch], T=T, mask_token=1024, num_codes=1024,
-                                   generator=gen)
+                                   generators=image_generators(0, range(i, min(i + batch, n)), device))
             with autocast():
                 vqgan.decode_indices(out.tokens)
 

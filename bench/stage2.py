@@ -1,13 +1,12 @@
 """Stage-2 training throughput of the lab configuration, next to the "student-style" loop.
 
-    python -m bench.stage2 [--batch 256] [--steps 5] [--compile [whole|regional]] [--profile]
+    python -m bench.stage2 [--batch 256] [--steps 5] [--compile] [--profile]
 
 Ours: tokens cached, bf16 autocast on CUDA, large batch, fused AdamW. Student-style: fp32, batch 16,
 gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: PyTorch's counter
 on one training step of a meta-device model, as the other benchmarks count theirs: the weights' matmuls
 (6 x 72.2 M x 256) and the attention's own (the scores and their weighting of the values, 12 x layers x
-256² x width), 119.9 GFLOP at lab size, where 6 x parameters x 256 (these figures before 2026-11-28)
-gives 111.7.
+256² x width), 119.9 GFLOP at lab size, where 6 x parameters x 256 gives 111.7.
 Ours also reports its first step's seconds: with --compile, mostly compilation, and cold (Inductor's caches
 off, so a `train` run before on the machine does not shorten it); --profile adds where its step's time
 goes (matmuls, softmax, dropout, layer norm, ...; `bench.common.time_by_kind`).
@@ -25,7 +24,7 @@ from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
-from stages.training import autocast_for, compile_blocks
+from pipeline.runtime import autocast_for, compile_blocks
 
 
 def step_fn(model, opt, tokens, autocast):
@@ -47,7 +46,7 @@ def flops_per_image(cfg: TransformerConfig) -> int:
                                            cfg.mask_token)[0].backward())
 
 
-def run(device: torch.device, batch: int | None = None, steps: int | None = None, compile_mode: str | None = None,
+def run(device: torch.device, batch: int | None = None, steps: int | None = None, compiled: bool = False,
         accumulation: int | None = None, profile: bool = False) -> dict:
     """None picks the device's default: on a GPU batch 256, 10 steps, the student loop 3 steps of 10
     accumulated batches; on a CPU batch 16, 2 steps, 1 step of 1 batch."""
@@ -61,22 +60,20 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     flops = flops_per_image(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     clear_compile_counters()
-    if compile_mode == "regional":
+    if compiled:
         compile_blocks(model, (Block,))
-    fwd = torch.compile(model) if compile_mode == "whole" else model
-    fwd.cfg = cfg
     tokens = torch.randint(0, cfg.num_codebook_vectors, (batch, cfg.num_image_tokens), device=device)
-    step = step_fn(fwd, opt, tokens, autocast_for(device))
+    step = step_fn(model, opt, tokens, autocast_for(device))
     with cold_compile():
         first = timed(step, device, warmup=0, repeat=1)
     sec = timed(step, device, warmup=1, repeat=steps)
     del opt  # the student loop below gets its own optimizer
     ours = {"batch": batch, "images_per_s": round(batch / sec, 1),
             "tflops": round(flops * batch / sec / 1e12, 2),
-            "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compile_mode or False,
+            "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compiled,
             "first_step_seconds": round(first, 1),
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
-    if compile_mode:
+    if compiled:
         ours["attention_rewrites"] = attention_rewrites()  # 0: the figures are of our attention
     if device.type == "cuda":
         ours["mfu"] = round(flops * batch / sec / H100_BF16_PEAK, 3)
@@ -113,8 +110,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--compile", nargs="?", const="whole", choices=["whole", "regional"],
-                        help="whole: the model in one graph (the stage's `compile: true`); regional: each block")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block (`train.compile: regional`)")
     parser.add_argument("--accumulation", type=int, help="the student loop's accumulation (10; 1 on a CPU)")
     parser.add_argument("--profile", action="store_true", help="where our step's time goes, by kind of kernel")
     a = parser.parse_args()

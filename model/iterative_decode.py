@@ -1,14 +1,18 @@
 """MaskGIT iterative decoding for inpainting, vectorised over a batch whose holes differ.
 
-Step t = 1 … T: predict every masked token, score each prediction by its probability plus Gumbel
-noise (scaled by `choice_temperature`·(1 − t/T)), and keep the n_i = ceil(γ(t/T)·N_i) least confident
-masked for the next step, where N_i is image i's initial masked count. Known tokens never change.
+Step t = 1 … T: predict every masked token, score each prediction by its confidence plus Gumbel noise
+scaled by `choice_temperature`·(1 − t/T), and keep the n_i = ceil(γ(t/T)·N_i) least confident masked for
+the next step, where N_i is image i's initial masked count. Known tokens never change. The confidence is
+the predicted token's probability (`lab`, the lab template's) or its log-probability (`maskgit`, as
+google-research/maskgit's `parallel_decode.py`). Each image draws its noise from its own generator, so its
+decoding does not depend on the batch it is decoded in.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from model.mask_schedule import check_schedule, mask_schedule
@@ -36,15 +40,36 @@ def masked_counts(n_initial: torch.Tensor, t: int, T: int, schedule: str) -> tor
     return torch.ceil(gamma * n_initial.double() - 1e-9).long()
 
 
-def gumbel(shape, generator, device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
-    return -torch.log(-torch.log(u))
+CONFIDENCES = ("lab", "maskgit")
+
+
+def image_generators(seed: int, serials, device) -> list[torch.Generator]:
+    """One noise generator per image, seeded by the decode `seed` and the image's serial number (mixed by
+    numpy's SeedSequence into the 32 bits the CPU generator keeps)."""
+    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, int(s)]).generate_state(1)[0]))
+            for s in serials]
+
+
+def gumbel_noise(generators: list, steps: int, n: int, device) -> torch.Tensor:
+    """Gumbel(0, 1) noise (steps, B, n): image i's from `generators[i]`, drawn for all its steps at once."""
+    u = torch.stack([torch.rand(steps, n, generator=g, device=device) for g in generators], dim=1)
+    return -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+
+
+def confidence(probability: torch.Tensor, noise: torch.Tensor, scale: float, form: str = "lab") -> torch.Tensor:
+    """The score that ranks the predictions: `lab` p + scale·g, `maskgit` log p + scale·g."""
+    if form == "lab":
+        return probability + scale * noise
+    if form == "maskgit":
+        return torch.log(probability.clamp_min(1e-30)) + scale * noise
+    raise ValueError(f"confidence is {form!r}; expected one of {', '.join(CONFIDENCES)}")
 
 
 @torch.no_grad()
 def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: int, schedule: str = "cosine",
                      sweet_spot: int = 0, mask_token: int, num_codes: int, choice_temperature: float = 4.5,
-                     temperature: float = 0.0, generator: torch.Generator | None = None) -> DecodeResult:
+                     temperature: float = 0.0, confidence_form: str = "lab",
+                     generators: list[torch.Generator] | None = None) -> DecodeResult:
     """Inpaint the masked tokens.
 
     Args:
@@ -57,10 +82,16 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
       mask_token, num_codes: the mask token id and the codebook size (predictions are codebook entries only).
       choice_temperature: scale of the Gumbel noise on the confidence, annealed by (1 − t/T).
       temperature: 0 picks the argmax token; > 0 samples at that temperature.
-      generator: seeds the noise, so a configuration reproduces exactly.
+      confidence_form: `lab` (probability) or `maskgit` (log-probability) under the noise.
+      generators: one per image (`image_generators`), so a configuration reproduces exactly whatever the
+        batch; None draws from torch's global generator.
     """
     check_decode_args(T, sweet_spot, schedule)
+    if confidence_form not in CONFIDENCES:
+        raise ValueError(f"confidence is {confidence_form!r}; expected one of {', '.join(CONFIDENCES)}")
     steps = sweet_spot or T
+    generators = generators or [None] * len(tokens)  # None: torch's global generator
+    noise = gumbel_noise(generators, steps, tokens.shape[1], tokens.device)
     still = mask.clone()
     n_initial = mask.sum(1)
     current = torch.where(still, mask_token, tokens)
@@ -69,20 +100,20 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
         logits = predict(current)[..., :num_codes].float()
         probs = torch.softmax(logits, dim=-1)
         if temperature > 0:
-            sampled = torch.multinomial(torch.softmax(logits / temperature, -1).flatten(0, 1), 1,
-                                        generator=generator)
-            chosen = sampled.view(logits.shape[:2])
+            sampling = torch.softmax(logits / temperature, -1)
+            chosen = torch.stack([torch.multinomial(sampling[i], 1, generator=g).squeeze(-1)
+                                  for i, g in enumerate(generators)])
         else:
             chosen = logits.argmax(-1)
         predicted = torch.where(still, chosen, current)
         predictions.append(predicted.clone())
 
-        confidence = probs.gather(-1, chosen[..., None]).squeeze(-1)
-        confidence = confidence + choice_temperature * (1 - t / T) * gumbel(confidence.shape, generator, tokens.device)
-        confidence = torch.where(still, confidence, math.inf)   # only masked tokens compete
+        probability = probs.gather(-1, chosen[..., None]).squeeze(-1)
+        score = confidence(probability, noise[t - 1], choice_temperature * (1 - t / T), confidence_form)
+        score = torch.where(still, score, math.inf)   # only masked tokens compete
         n_masked = still.sum(1)
         keep = torch.minimum(masked_counts(n_initial, t, T, schedule), (n_masked - 1).clamp_min(0))
-        ranks = confidence.argsort(dim=1).argsort(dim=1)
+        ranks = score.argsort(dim=1).argsort(dim=1)
         still = ranks < keep[:, None]
         current = torch.where(still, mask_token, predicted)
         masks.append(still.clone())

@@ -67,16 +67,3 @@ def mvtm_mask(batch: int, num_tokens: int, schedule: str = "cosine", generator=N
 def hole_token_masks(n: int, seed: int, hole_range=(0.15, 0.35)) -> torch.Tensor:
     """n token masks (bool (n, 256)) of lab-style brush holes, by the lab rule: the test set's kind."""
     return token_mask_from_pixels(torch.from_numpy(brush_masks(n, seed, hole_range=hole_range)))
-
-
-def training_mask(batch: int, num_tokens: int, schedule: str = "cosine", generator=None, device="cpu",
-                  holes: torch.Tensor | None = None, hole_fraction: float = 0.0) -> torch.Tensor:
-    """MVTM's random mask (`mvtm_mask`); given `holes` (a bank of token masks on `device`), each sample
-    takes a random one of them instead with probability `hole_fraction`, so training also sees the
-    contiguous holes that inpainting must fill, not only scattered tokens."""
-    mask = mvtm_mask(batch, num_tokens, schedule, generator, device)
-    if holes is None or hole_fraction == 0:
-        return mask
-    use = torch.rand(batch, generator=generator, device=device) < hole_fraction
-    pick = torch.randint(len(holes), (batch,), generator=generator, device=device)
-    return torch.where(use[:, None], holes[pick], mask)

@@ -29,7 +29,6 @@ class VQGANConfig:
     num_codebook_vectors: int = 1024
     beta: float = 0.25
     norm_groups: int = 32   # GroupNorm groups (the lab: 32); narrow models need fewer, see GroupNorm
-    codebook_metric: str = "euclidean"  # how the codebook compares vectors, see Codebook (the lab: euclidean)
 
     @property
     def n_down(self) -> int:
@@ -184,46 +183,26 @@ def nearest_entry(vectors: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
     return d.argmin(dim=1)
 
 
-CODEBOOK_METRICS = ("euclidean", "cosine")
-
-
 class Codebook(nn.Module):
-    """Vector quantiser: nearest entry, straight-through gradients, VQ losses.
-
-    `euclidean` (the lab's): nearest by squared L2. `cosine` (the l2-normalised codes of Yu et al.,
-    2022, ViT-VQGAN): vectors and entries are compared, and the decoder fed, as unit vectors, so the
-    lookup depends on direction only. Unit entries make the two agree: ‖z - e‖² = ‖z‖² + 1 - 2 z·e is
-    least where z·e is greatest, so the lab's Euclidean lookup of `lab_state_dict`'s entries picks the
-    cosine codes."""
+    """Vector quantiser: nearest entry by squared L2, straight-through gradients, VQ losses."""
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
-        if cfg.codebook_metric not in CODEBOOK_METRICS:
-            raise ValueError(f"codebook metric is {cfg.codebook_metric!r}; "
-                             f"expected one of {', '.join(CODEBOOK_METRICS)}")
-        self.beta, self.cosine = cfg.beta, cfg.codebook_metric == "cosine"
+        self.beta = cfg.beta
         self.embedding = nn.Embedding(cfg.num_codebook_vectors, cfg.latent_dim)
         self.embedding.weight.data.uniform_(-1.0 / cfg.num_codebook_vectors, 1.0 / cfg.num_codebook_vectors)
 
-    def project(self, z: torch.Tensor) -> torch.Tensor:
-        """Vectors (channels on dim 1) as the codebook compares them: unit vectors under `cosine`."""
-        return F.normalize(z, dim=1) if self.cosine else z
-
-    def entries(self) -> torch.Tensor:
-        """The codebook's rows (K, D) as the lookup uses them."""
-        return self.project(self.embedding.weight)
-
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C, H, W) → indices (B·H·W,) in row-major order per image."""
-        return nearest_entry(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), self.entries())
+        return nearest_entry(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), self.embedding.weight)
 
     def lookup(self, indices: torch.Tensor, shape) -> torch.Tensor:
         """indices → z_q (B, C, H, W) for shape (B, H, W)."""
         b, h, w = shape
-        return F.embedding(indices, self.entries()).view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return F.embedding(indices, self.embedding.weight).view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z: torch.Tensor):
-        """z: `project`ed encoder outputs (B, C, H, W) → (z_q, indices, codebook loss)."""
+        """z: encoder outputs (B, C, H, W) → (z_q, indices, codebook loss)."""
         indices = self.nearest(z)
         z_q = self.lookup(indices, (z.shape[0], z.shape[2], z.shape[3])).to(z.dtype)
         loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
@@ -242,8 +221,8 @@ class VQGAN(nn.Module):
         self.decoder = Decoder(cfg)
 
     def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images → z_e (B, D, h, w), the encoder's output as the codebook compares it."""
-        return self.codebook.project(self.quant_conv(self.encoder(x)))
+        """Normalised images → z_e (B, D, h, w), the encoder's output before quantisation."""
+        return self.quant_conv(self.encoder(x))
 
     def encode(self, x: torch.Tensor):
         """Normalised images → (z_q, token indices (B, H·W), codebook loss)."""
@@ -270,13 +249,6 @@ class VQGAN(nn.Module):
     def last_layer(self) -> nn.Conv2d:
         """The decoder's output conv, where the adaptive GAN weight compares gradients."""
         return self.decoder.model[-1]
-
-    def lab_state_dict(self) -> dict:
-        """The state_dict in the lab's layout, its codebook rows as the lookup uses them (unit vectors under
-        `cosine`), so the lab's own code, which knows only the Euclidean lookup, encodes and decodes alike."""
-        sd = self.state_dict()
-        sd["codebook.embedding.weight"] = self.codebook.entries().detach().clone()
-        return sd
 
 
 class Discriminator(nn.Module):

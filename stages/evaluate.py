@@ -20,123 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import blender
-from model.fid import FrechetReference, inception_features, load_inception
-from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
-from stages import report
-from stages.common import atomic_dir, atomic_file, content_key, pick_device, save_png
-from stages.config import ConfigError, cli, run
-from stages.training import image_grid, require
-
-PREPARED = Path("data/prepared/test")
-REFERENCE = Path("data/fid/reference.npz")
-CACHE = Path("data/fid/cache")
-RESULTS = Path("results/inpaint")
-REPORTS = Path("reports")
-LEAVE_ONE_OUT = Path("results/leave_one_out.npz")
+from pipeline import report
+from pipeline.config import ConfigError, cli, run
+from pipeline.files import atomic_dir, atomic_file, content_key, save_png
+from pipeline.vqgan_loader import decode_images, load_vqgan
+from pipeline.paths import LEAVE_ONE_OUT, REPORTS, RESULTS, TEST, TOKENS
+from pipeline.pictures import image_grid
+from pipeline.runtime import pick_device
+from pipeline.scoring import InceptionScores, kid_differences, load_leave_one_out, save_leave_one_out
 SAMPLES = 8  # the first test images: the same ones in every experiment
 FLOOR = "stage-1 reconstruction (floor)"
 FLOOR_LABELS = {"raw": "floor", "composite": "floor composite"}  # output: the label the floor's set is scored under
-
-
-class InceptionScores:
-    """FID and KID against the test set's ground truth, with features cached by the content of the image
-    set. KID comes with its jackknife standard error over the test images (model/kid.py); each scored set's
-    leave-one-out values are kept by label, so a difference between two sets costs no second pass."""
-
-    def __init__(self, device, batch_size: int, test_key: str | None):
-        """`test_key`: the content key of the test set's ground truth (None without one), which the reference
-        must be of."""
-        self.used, self.leave_one_out = set(), {}
-        self.computed, self.feature_seconds = 0, 0.0  # image sets sent through Inception (not cached), and their time
-        ref = np.load(require(REFERENCE, "fid_reference"))
-        self.available = bool(ref["available"])
-        if self.available and ("test_key" not in ref.files or str(ref["test_key"]) != test_key):
-            raise ConfigError(f"{REFERENCE} is not of the test images in {PREPARED}: run `fid_reference` again")
-        # held-out real images against the reference (fid_reference): the yardstick at this test size
-        self.heldout = {k: round(float(ref["heldout_" + k]) * (KID_SCALE if "kid" in k else 1), 3)
-                        if "heldout_" + k in ref else None for k in ("fid", "kid", "kid_se")}
-        if self.available:
-            self.reference = FrechetReference(ref["mu"], ref["sigma"])
-            self.kid_reference = KernelReference(ref["features"])
-            self.net, self.device, self.batch_size = load_inception(device), device, batch_size
-
-    def features(self, images: np.ndarray, label: str) -> np.ndarray:
-        path = CACHE / f"{content_key(images)}.npy"
-        self.used.add(path.name)
-        if path.exists():
-            return np.load(path)
-        t0 = time.time()
-        feats = inception_features(self.net, images, self.batch_size, self.device, label)
-        self.computed, self.feature_seconds = self.computed + 1, self.feature_seconds + time.time() - t0
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(path, feats.astype(np.float32))
-        return feats
-
-    def __call__(self, images: np.ndarray, label: str) -> dict:
-        """{"fid", "kid", "kid_se"} of the images (KID x 10^3); None each without ground truth, the error
-        None below 3 images."""
-        if not self.available:
-            return {"fid": None, "kid": None, "kid_se": None}
-        feats = self.features(images, label)
-        value, loo = self.kid_reference.score(feats)
-        if loo is not None:
-            self.leave_one_out[label] = value, loo
-        return {"fid": round(self.reference.distance(feats), 3), "kid": round(value * KID_SCALE, 3),
-                "kid_se": None if loo is None else round(jackknife_se(loo) * KID_SCALE, 3)}
-
-    def kid_vs(self, label_a: str, label_b: str) -> tuple[float, float] | None:
-        """KID(a) − KID(b) (x 10^3) of two sets scored above for the same test images, and its paired
-        error; None where either has no leave-one-out values."""
-        if label_a not in self.leave_one_out or label_b not in self.leave_one_out:
-            return None
-        return scaled_difference(self.leave_one_out[label_a], self.leave_one_out[label_b])
-
-    def prune(self) -> None:
-        """Drop the cached features this run did not use, so experiments do not pile them up (a lab-size
-        image set's features are 6 MB)."""
-        for path in CACHE.glob("*.npy") if CACHE.exists() else []:
-            if path.name not in self.used:
-                path.unlink()
-
-
-def save_leave_one_out(path: Path, test_key: str, leave_one_out: dict) -> None:
-    """Each scored set's KID and leave-one-out values ({label: (KID, values)}), with the test images' content
-    key, in an npz that loads without pickle."""
-    labels = sorted(leave_one_out)
-    loo = np.stack([leave_one_out[label][1] for label in labels]) if labels else np.zeros((0, 0))
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, test_key=test_key, labels=np.array(labels, dtype=str),
-                 kid=np.array([leave_one_out[label][0] for label in labels], dtype=float), loo=loo)
-
-
-def load_leave_one_out(path: Path, test_key: str) -> dict:
-    """A file of `save_leave_one_out`, checked to be of the test images with this content key."""
-    try:
-        with np.load(path) as f:
-            key, labels, kid, loo = str(f["test_key"]), f["labels"], f["kid"], f["loo"]
-    except FileNotFoundError:
-        raise ConfigError(f"--against {path}: not found") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a zip, or not of these arrays
-        raise ConfigError(f"--against {path}: not a leave-one-out file (results/leave_one_out.npz, "
-                          "or bench.floor --save)") from None
-    if key != test_key:
-        raise ConfigError(f"--against {path}: scored other test images (content {key[:12]}, these are "
-                          f"{test_key[:12]}): paired differences need the same test set")
-    return {str(label): (float(k), values) for label, k, values in zip(labels, kid, loo)}
-
-
-def scaled_difference(a: tuple, b: tuple) -> tuple[float, float]:
-    """KID(a) − KID(b) and its paired error, x 10^3 and rounded as the report shows them, from each set's
-    (KID, leave-one-out values)."""
-    diff, se = paired_difference(a, b)
-    return round(diff * KID_SCALE, 3), round(se * KID_SCALE, 3)
-
-
-def kid_differences(ours: dict, theirs: dict) -> dict:
-    """`scaled_difference` for every set scored in both ({label: (KID, leave-one-out values)} each)."""
-    return {label: scaled_difference(ours[label], theirs[label]) for label in ours if label in theirs}
 
 
 def entries(s: dict, *outputs: str) -> dict:
@@ -218,12 +116,8 @@ def samples_picture(name: str, masked, telea, gt) -> np.ndarray:
 def recon_floor(device, gt_tokens_path: Path, batch_size: int):
     if not gt_tokens_path.exists():
         return None
-    import torch
-
-    from stages.vqgan import decode_images, load_frozen
-
     tokens = torch.from_numpy(np.load(gt_tokens_path).astype(np.int64)).to(device)
-    return decode_images(load_frozen(device), tokens, batch_size)
+    return decode_images(load_vqgan(device), tokens, batch_size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, a = cli(__doc__, args, argv)
     device = pick_device(cfg["device"])
     t0 = time.time()
-    masked, mask64 = np.load(PREPARED / "masked.npy"), np.load(PREPARED / "mask64.npy")
-    gt = np.load(PREPARED / "gt.npy") if (PREPARED / "gt.npy").exists() else None
+    masked, mask64 = np.load(TEST / "masked.npy"), np.load(TEST / "mask64.npy")
+    gt = np.load(TEST / "gt.npy") if (TEST / "gt.npy").exists() else None
     test_key = None if gt is None else content_key(gt)
     if a.against and test_key is None:
         raise ConfigError("--against: this test set has no ground truth, so no KID to compare")
@@ -245,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds, lap = {"setup": time.time() - t0}, time.time()
     rows = configurations(scores, mask64, gt)
     seconds["configurations"], lap = time.time() - lap, time.time()
-    recon = recon_floor(device, Path("data/tokens/test_gt.npy"), cfg["inpaint"]["batch_size"])
+    recon = recon_floor(device, TOKENS / "test_gt.npy", cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
     rows += baselines(scores, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
     seconds["baselines and floor"], lap = time.time() - lap, time.time()

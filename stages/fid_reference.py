@@ -11,18 +11,17 @@ the prepared test and validation sets.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.kid import KID_SCALE, kid_with_error
-from stages.common import atomic_file, content_key, pick_device
-from stages.config import cli, run
+from pipeline.config import cli, run
+from pipeline.files import atomic_file, content_key
+from pipeline.paths import FID_REFERENCE as OUT, PREPARED, TEST
+from pipeline.runtime import pick_device
 
-GT = Path("data/prepared/test/gt.npy")
-VAL = Path("data/prepared/val.npy")
-OUT = Path("data/fid/reference.npz")
+GT = TEST / "gt.npy"
+VAL = PREPARED / "val.npy"
 
 
 def main(argv: list[str] | None = None) -> None:

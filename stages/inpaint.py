@@ -14,123 +14,46 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.blend import blender
-from model.iterative_decode import check_decode_args, iterative_decode
-from model.vqgan import VQGAN
-from stages import training
-from stages.common import atomic_dir, pick_device, save_json, save_numbered_pngs, save_png, write_resolved
-from stages.config import ConfigError, cli, run
-from stages.train import load_transformer
-from stages.vqgan import decode_images, load_frozen
-
-PREPARED = Path("data/prepared")
-TOKENS = Path("data/tokens")
-RESULTS = Path("results/inpaint")
+from model.iterative_decode import check_decode_args
+from pipeline.config import ConfigError, cli, run
+from pipeline.decoding import DecodeInputs, decode, load_inputs
+from pipeline.files import atomic_dir, save_json, save_numbered_pngs, save_png, write_resolved
+from pipeline.paths import RESULTS
+from pipeline.runtime import autocast_for, pick_device
+from pipeline.vqgan_loader import decode_images
 
 
 def config_name(schedule: str, T: int, sweet_spot: int) -> str:
     return f"{schedule}-T{T}-s{sweet_spot}"
 
 
-def upscale_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:
-    """A 16x16 token mask as a size x size picture: black = masked, light grey = known."""
-    side = int(np.sqrt(mask.size))
-    img = np.where(mask.reshape(side, side), 0, 210).astype(np.uint8)
-    img = img.repeat(size // side, 0).repeat(size // side, 1)
-    return np.repeat(img[..., None], 3, axis=2)
-
-
-def decoding_picture(masked, gt, masks, step_images) -> np.ndarray:
-    """Row 1: masked input, then the latent mask before step 1 … after the last step.
-    Row 2: ground truth (or the input again), then the predicted image at every step, then blank."""
-    top = [masked] + [upscale_mask(m) for m in masks]
-    blank = np.full_like(masked, 255)
-    bottom = [gt if gt is not None else masked] + list(step_images) + [blank]
-    grid = training.image_grid([np.stack(top), np.stack(bottom)])
-    return grid.repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
-
-
-@dataclass
-class DecodeInputs:
-    """Everything decoding needs, loaded once for all configurations of a process."""
-    device: torch.device
-    masked_tokens: torch.Tensor  # (N, 256) long, on `device`: stage 2's context
-    known_tokens: torch.Tensor   # (N, 256) long, on `device`: what the final decode keeps outside the holes
-    token_mask: torch.Tensor     # (N, 256) bool, on `device`
-    masked: np.ndarray           # (N, 64, 64, 3) uint8, holes grey
-    gt: np.ndarray | None
-    blend: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (generated, known) → composites, as `inpaint.blend` says
-    transformer: torch.nn.Module
-    vqgan: VQGAN
-
-
-def load_inputs(cfg: dict) -> DecodeInputs:
-    device = pick_device(cfg["device"])
-    gt_path = PREPARED / "test" / "gt.npy"
-
-    def token_array(name):
-        return torch.from_numpy(training.load_array(TOKENS / name, "tokens")).to(device)
-
-    inputs = DecodeInputs(
-        device=device, masked_tokens=token_array("test_masked.npy").long(), known_tokens=token_array("test_known.npy").long(),
-        token_mask=token_array("test_mask.npy"),
-        masked=np.load(PREPARED / "test" / "masked.npy"), gt=np.load(gt_path) if gt_path.exists() else None,
-        blend=blender(cfg["inpaint"]["blend"], np.load(PREPARED / "test" / "mask64.npy")),
-        transformer=load_transformer(device), vqgan=load_frozen(device))
-    if device.type == "cuda":  # untimed passes at every batch shape, so no configuration's time holds warm-up
-        bs, n = cfg["inpaint"]["batch_size"], len(inputs.masked_tokens)
-        for size in {min(bs, n), n % bs or bs}:
-            with torch.inference_mode(), training.autocast_for(device)():
-                inputs.transformer(inputs.masked_tokens[:size])
-            decode_images(inputs.vqgan, inputs.masked_tokens[:size], bs)
-    return inputs
+def warm_up(inputs: DecodeInputs, batch_size: int) -> None:
+    """Untimed passes at every batch shape on a GPU, so no configuration's time holds the warm-up."""
+    n = len(inputs.masked_tokens)
+    for size in {min(batch_size, n), n % batch_size or batch_size}:
+        with torch.inference_mode(), autocast_for(inputs.device)():
+            inputs.transformer(inputs.masked_tokens[:size])
+        decode_images(inputs.vqgan, inputs.masked_tokens[:size], batch_size)
 
 
 def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
-    p, device = cfg["inpaint"], inputs.device
-    masked, gt, transformer, vqgan = inputs.masked, inputs.gt, inputs.transformer, inputs.vqgan
-    autocast = training.autocast_for(device)
-
-    def predict(tokens):
-        with autocast():
-            return transformer(tokens)
-
+    p, device, masked = cfg["inpaint"], inputs.device, inputs.masked
     serials = [s for s in p["picture_serials"] if 0 <= s < len(masked)]
-    gen = torch.Generator(device=device).manual_seed(p["seed"])
-    tokens, steps_of_serials = [], {}
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.time()
-    for start in range(0, len(masked), p["batch_size"]):
-        result = iterative_decode(
-            predict, inputs.masked_tokens[start:start + p["batch_size"]],
-            inputs.token_mask[start:start + p["batch_size"]], T=T, schedule=schedule, sweet_spot=sweet_spot,
-            mask_token=transformer.cfg.mask_token, num_codes=transformer.cfg.num_codebook_vectors,
-            choice_temperature=p["choice_temperature"], temperature=p["temperature"], generator=gen)
-        tokens.append(result.tokens)
-        for s in serials:
-            if start <= s < start + p["batch_size"]:
-                steps_of_serials[s] = (result.masks[:, s - start].cpu().numpy(), result.predictions[:, s - start])
-    tokens = torch.where(inputs.token_mask, torch.cat(tokens), inputs.known_tokens)  # as tokens.decode_prefill says
-    raw = decode_images(vqgan, tokens, p["batch_size"])
+    tokens, pictures = decode(inputs, p, schedule, T, sweet_spot, list(range(len(masked))), serials)
+    raw = decode_images(inputs.vqgan, tokens, p["batch_size"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = {"decode": time.time() - t0}
     t0 = time.time()
     comp = inputs.blend(raw, masked)
     seconds["composite"], t0 = time.time() - t0, time.time()
-    pictures = {}
-    for s, (masks, preds) in steps_of_serials.items():
-        step_images = decode_images(vqgan, preds, p["batch_size"])
-        pictures[s] = decoding_picture(masked[s], None if gt is None else gt[s], masks, step_images)
-    seconds["pictures"], t0 = time.time() - t0, time.time()
 
     with atomic_dir(RESULTS / name) as out:
         for folder, images in (("raw", raw), ("composite", comp)):
@@ -143,7 +66,7 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         for s, picture in pictures.items():
             save_png(picture, out / "pictures" / f"serial_{s:03d}.png")
         seconds["write"] = time.time() - t0
-        # decode_seconds times the decoding alone; the other *_seconds say where the rest of a configuration's time goes
+        # decode_seconds times the decoding and its pictures; the other *_seconds say where the rest goes
         summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
                    "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds["decode"], 3),
                    "images_per_s": round(len(raw) / seconds["decode"], 1), "device": str(device),
@@ -204,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
     check_points(points)
     t0 = time.time()
-    inputs = load_inputs(cfg)
+    inputs = load_inputs(cfg, pick_device(cfg["device"]))
+    if inputs.device.type == "cuda":
+        warm_up(inputs, cfg["inpaint"]["batch_size"])
     print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")
     done = {}
     for schedule, T, sweet_spot, name in points:

@@ -16,12 +16,10 @@ from tqdm import tqdm
 
 from model.masking import brush_masks, token_mask_from_pixels
 from model.synthetic import synthetic_faces
-from stages import sources
-from stages.common import atomic_dir, save_json, save_numbered_pngs, write_resolved
-from stages.config import ConfigError, cli, run
-
-OUT = Path("data/prepared")
-DOWNLOADS = Path("data/downloads")
+from pipeline import sources
+from pipeline.config import ConfigError, cli, run
+from pipeline.files import atomic_dir, save_json, save_numbered_pngs, write_resolved
+from pipeline.paths import DOWNLOADS, PREPARED as OUT
 LAB_SIZES = {"train": 12000, "val": 3000, "test": 747}
 
 

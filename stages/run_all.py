@@ -5,7 +5,7 @@ as `dvc repro`. Every parameter is checked before the first stage runs (`cli` ch
     python -m stages.run_all -S profile=lab -S data.source=.data/cats64
 
 The stages run in this one process, each exactly as `python -m stages.<name>` would run it: torch is
-imported and CUDA started once instead of once a stage (`bench.run_all` measures what that saves). No
+imported and CUDA started once instead of once a stage. No
 stage draws from a random state it did not seed itself, and between stages the compiled graphs and the
 GPU memory the last one left are released, so each stage's outputs are those of its own process
 (tests/test_pipeline.py compares them). In a DVC project the run ends recorded in DVC (`record_in_dvc`),
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
-from stages.common import pick_device, save_json
-from stages.config import ConfigError, StageFailed, cli, run, write_overrides
+from pipeline.config import ConfigError, StageFailed, cli, run, write_overrides
+from pipeline.files import save_json
+from pipeline.paths import REPORTS
+from pipeline.runtime import pick_device
 
 HEADINGS = {"stage": "stage", "seconds": "seconds", "peak_gpu_gib": "peak GPU memory (GiB)"}  # timings.json → table
 
@@ -101,7 +103,7 @@ def main() -> None:
     timings.append({"stage": "total", "seconds": round(time.time() - total, 1)})
     if device.type == "cuda":
         timings[-1]["peak_gpu_gib"] = max((t["peak_gpu_gib"] for t in timings[:-1]), default=0.0)
-    save_json(timings, "reports/timings.json")
+    save_json(timings, REPORTS / "timings.json")
     record_in_dvc(a.overrides, skipped=bool(a.skip))
     print("\n| " + " | ".join(HEADINGS[k] for k in timings[-1]) + " |\n|" + "---|" * len(timings[-1]))
     for t in timings:

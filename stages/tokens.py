@@ -10,7 +10,6 @@ test_masked.npy, stage 2's context; test_known.npy holds the known tokens the fi
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,13 +18,11 @@ from tqdm import tqdm
 from model.baselines import opencv_inpaint
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, normalize
-from stages.common import atomic_dir, pick_device, write_resolved
-from stages.config import cli, run
-from stages.training import load_array
-from stages.vqgan import load_frozen
-
-PREPARED = Path("data/prepared")
-OUT = Path("data/tokens")
+from pipeline.config import cli, run
+from pipeline.files import atomic_dir, load_array, write_resolved
+from pipeline.vqgan_loader import load_vqgan
+from pipeline.paths import PREPARED, TOKENS as OUT
+from pipeline.runtime import pick_device
 
 
 @torch.inference_mode()
@@ -43,14 +40,14 @@ def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarra
     filled by OpenCV. The encoder's receptive field spans the image (its attention at 16x16 too), so grey
     holes change the tokens of known patches as well; a fill leaves more of them the image's own, which on
     the CPU lowered the raw decode's FID but not the composite's, and both when only the decoder got them
-    (`decode_prefill`; docs/cpu_studies.md, bench.prefill, bench.context_swap)."""
+    (`decode_prefill`; docs/studies.md)."""
     return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
     device = pick_device(cfg["device"])
-    model = load_frozen(device)
+    model = load_vqgan(device)
     bs = cfg["tokens"]["batch_size"]
     mask64 = load_array(PREPARED / "test" / "mask64.npy", "prepare")
     masked = load_array(PREPARED / "test" / "masked.npy", "prepare")

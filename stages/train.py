@@ -1,7 +1,9 @@
 """Stage `train` (stage 2): masked visual token modelling on the cached tokens.
 
 Outputs: models/transformer/ (transformer.pt: the best weights by validation loss, architecture.json,
-config.yaml) and reports/train/ (metrics.json, train_log.csv, val_log.csv). Multi-GPU:
+config.yaml) and reports/train/, logged through dvclive: metrics.json, plots/metrics/train/ (loss, masked-token
+accuracy and learning rate every 10 steps) and plots/metrics/val/ (every epoch: the validation loss on random
+masks and on brush holes like the test set's, `val_hole_loss`, and the masked-token accuracy). Multi-GPU:
 `torchrun --nproc_per_node N -m stages.train` (DDP; gloo on the CPU).
 """
 from __future__ import annotations
@@ -10,88 +12,32 @@ import dataclasses
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from model.masking import hole_token_masks, mvtm_mask, training_mask
-from model.mvtm import mvtm_loss
-from model.transformer import BidirectionalTransformer, Block, TransformerConfig, codebook_embedding
-from stages import training
-from stages.common import atomic_dir, pick_device, save_json, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, run
+from model.lr_schedule import warmup_cosine
+from model.masking import hole_token_masks
+from model.mvtm import make_optimizer, new_transformer, train_step, validate
+from model.transformer import Block, TransformerConfig
+from pipeline import checkpoints
+from pipeline.config import ConfigError, StageFailed, cli, run
+from pipeline.files import atomic_dir, load_array, require, write_resolved
+from pipeline.live import log_rows, open_live, write_logs
+from pipeline.paths import TOKENS, TRAIN_REPORTS as REPORTS, TRANSFORMER as OUT, VQGAN
+from pipeline.runtime import autocast_for, compile_blocks, pick_device, seed_everything
 
-TOKENS = Path("data/tokens")
-OUT = Path("models/transformer")
-REPORTS = Path("reports/train")
-VQGAN_WEIGHTS = Path("models/vqgan/vqgan.pt")
 ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
 
 
-def new_transformer(arch: TransformerConfig, p: dict, vqgan_weights: Path = VQGAN_WEIGHTS) -> BidirectionalTransformer:
-    """The untrained transformer; with `tok_init: codebook` its token embeddings start laid out like
-    stage 1's codebook (the mask token's row stays random)."""
-    model = BidirectionalTransformer(arch)
-    if p["tok_init"] == "codebook":
-        weights = torch.load(training.require(vqgan_weights, "vqgan"), map_location="cpu", weights_only=True)
-        codebook = weights["codebook.embedding.weight"]
-        with torch.no_grad():
-            model.tok_emb.weight[: len(codebook)] = codebook_embedding(codebook, arch.dim, seed=p["seed"])
-    return model
-
-
-def make_optimizer(model, p):
-    decay = [w for n, w in model.named_parameters() if w.ndim >= 2 and "emb" not in n]
-    rest = [w for n, w in model.named_parameters() if not (w.ndim >= 2 and "emb" not in n)]
-    groups = [{"params": decay, "weight_decay": p["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=p["lr"], betas=(0.9, 0.95), fused=torch.cuda.is_available())
-
-
-def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generator, autocast, holes=None):
-    """One MVTM optimisation step. `net` runs the forward (compiled or DDP-wrapped); `model` owns the
-    parameters that are clipped; `holes`: brush-hole token masks, taken by a `train.hole_fraction` of the
-    samples. Returns (loss, masked-token accuracy) as tensors: no host sync."""
-    mask = training_mask(*tokens.shape, p["gamma"], generator, tokens.device, holes, p["hole_fraction"])
-    with autocast():
-        loss, acc, _ = mvtm_loss(net, tokens, mask, mask_token, p["label_smoothing"])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
-    opt.step()
-    sched.step()
-    return loss, acc
-
-
-@torch.no_grad()
-def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes=None) -> dict:
-    """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs; given
-    `holes` (brush-hole token masks, one per image in turn), also the loss on those holes: the inpainting
-    task itself, where a hole's neighbours are masked too."""
-    model.eval()
-    gen = torch.Generator(device=val.device).manual_seed(1234)
-
-    def masked_means(mask_of) -> tuple[float, float]:
-        losses, accs, counts = [], [], []
-        for start in range(0, len(val), p["batch_size"]):
-            chunk = val[start:start + p["batch_size"]]
-            # blocks compiled in place (regional) would recompile for inference; a `with`, not a decorator, so
-            # that importing this module (as inpaint does) does not import torch._dynamo (a second)
-            with autocast(), torch.compiler.set_stance("force_eager"):
-                loss, acc, n = mvtm_loss(model, chunk, mask_of(start, len(chunk)), mask_token)
-            n = n.item()
-            losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
-        return sum(losses) / sum(counts), sum(accs) / sum(counts)
-
-    val_loss, val_accuracy = masked_means(lambda start, n: mvtm_mask(n, val.shape[1], p["gamma"], gen, val.device))
-    out = {"val_loss": val_loss, "val_accuracy": val_accuracy}
-    if holes is not None:
-        out["val_hole_loss"] = masked_means(
-            lambda start, n: holes[(torch.arange(start, start + n) % len(holes)).to(holes.device)])[0]
-    model.train()
-    return out
+def stage1_codebook(p: dict) -> torch.Tensor | None:
+    """Stage 1's codebook, where the token embeddings start from it (`train.tok_init: codebook`)."""
+    if p["tok_init"] != "codebook":
+        return None
+    weights = torch.load(require(VQGAN / "vqgan.pt", "vqgan"), map_location="cpu", weights_only=True)
+    return weights["codebook.embedding.weight"]
 
 
 def steady_rate(epoch_ends: list[float], images_per_epoch: int) -> float | None:
@@ -116,30 +62,29 @@ def setup_distributed(device_name: str):
 
 def train(cfg: dict) -> dict:
     p = cfg["train"]
-    arch_vq = json.loads(training.require(Path("models/vqgan/architecture.json"), "vqgan").read_text())
+    arch_vq = json.loads(require(VQGAN / "architecture.json", "vqgan").read_text())
     arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
-    train_tok = torch.from_numpy(training.load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
-    val_tok = torch.from_numpy(training.load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
+    train_tok = torch.from_numpy(load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
+    val_tok = torch.from_numpy(load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
 
     seed_everything(p["seed"] + rank)
-    model = new_transformer(arch, p).to(device)
-    opt = make_optimizer(model, p)
+    model = new_transformer(arch, stage1_codebook(p), p["seed"]).to(device)
+    opt = make_optimizer(model, p["lr"], p["weight_decay"])
     steps_per_epoch = len(train_tok) // (p["batch_size"] * world)
     if steps_per_epoch == 0:
         raise ConfigError(f"train.batch_size {p['batch_size']} x {world} process(es) exceeds the "
                          f"{len(train_tok)} training images")
     total = steps_per_epoch * p["epochs"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, training.warmup_cosine(p["warmup_steps"], total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(p["warmup_steps"], total))
     mask_gen = torch.Generator(device=device).manual_seed(p["seed"] * 1000 + rank)
-    # Brush holes like the test set's (seeds apart from its): a bank to train on, a fixed set to validate on.
+    # Brush holes like the test set's (a seed apart from its), to validate on.
     hole_range = (cfg["data"]["hole_min"], cfg["data"]["hole_max"])
-    holes = hole_token_masks(1024, 10_000 + p["seed"], hole_range).to(device) if p["hole_fraction"] else None
     val_holes = hole_token_masks(256, 20_000 + p["seed"], hole_range).to(device)
 
-    ckpt_path = training.checkpoint_path("train", p, arch_vq, len(train_tok), world, hole_range)
-    state = training.load_checkpoint(ckpt_path, device)
+    ckpt_path = checkpoints.checkpoint_path("train", p, arch_vq, len(train_tok), world, hole_range)
+    state = checkpoints.load_checkpoint(ckpt_path, device)
     step, best, log, val_log = 0, {"val_loss": float("inf")}, [], []
     best_state = None
     if state:
@@ -156,16 +101,16 @@ def train(cfg: dict) -> dict:
         device_ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if p["compile"] == "regional":
-        training.compile_blocks(model, (Block,))
-    fwd = torch.compile(net) if p["compile"] is True else net
-    autocast = training.autocast_for(device)
+        compile_blocks(model, (Block,))
+    autocast = autocast_for(device)
 
     def save(at_step):
-        training.save_checkpoint(ckpt_path, step=at_step, model=model.state_dict(), opt=opt.state_dict(),
+        checkpoints.save_checkpoint(ckpt_path, step=at_step, model=model.state_dict(), opt=opt.state_dict(),
                                  sched=sched.state_dict(), mask_gen=mask_gen.get_state(), best=best, log=log,
                                  val_log=val_log, best_state=best_state)
 
-    clock = training.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], total)
+    live = open_live(REPORTS, {"train": log, "val": val_log}) if main_proc else None
+    clock = checkpoints.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], total)
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", mininterval=2.0, disable=not main_proc)
     t0, seen = time.time(), 0
@@ -175,8 +120,7 @@ def train(cfg: dict) -> dict:
         order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
         shard = order[rank::world][: steps_per_epoch * p["batch_size"]].to(device)
         for batch_idx in shard.split(p["batch_size"])[pos:]:
-            loss, acc = train_step(fwd, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast,
-                                   holes)
+            loss, acc = train_step(net, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast)
             step, seen = step + 1, seen + len(batch_idx) * world
             checkpoint_now = clock.due(step) and main_proc
             if step % 10 == 0 or step == total or checkpoint_now:  # reading the loss syncs the GPU
@@ -185,6 +129,8 @@ def train(cfg: dict) -> dict:
             if step % 10 == 0 or step == total:  # the log's rows do not depend on when checkpoints fell
                 log.append({"step": step, "loss": round(loss.item(), 5), "accuracy": round(acc.item(), 5),
                             "lr": sched.get_last_lr()[0]})
+                if live:
+                    log_rows(live, {"train": log[-1:]})
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
             bar.update(1)
             if step % steps_per_epoch == 0:
@@ -192,6 +138,8 @@ def train(cfg: dict) -> dict:
                 epoch_ends.append(time.time())
                 val_log.append({"step": step, "epoch": step // steps_per_epoch,
                                 "epoch_seconds": round(epoch_ends[-1] - epoch_ends[-2], 3), **v})
+                if live:
+                    log_rows(live, {"val": val_log[-1:]})
                 if v["val_loss"] < best["val_loss"]:
                     best = {**v, "epoch": step // steps_per_epoch}
                     best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
@@ -215,18 +163,9 @@ def train(cfg: dict) -> dict:
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(arch), indent=2))
         write_resolved(cfg, out)
     with atomic_dir(REPORTS) as rep:
-        save_json(metrics, rep / "metrics.json")
-        training.write_log_csv(log, rep / "train_log.csv")
-        training.write_log_csv(val_log, rep / "val_log.csv")
+        write_logs(rep, {"train": log, "val": val_log}, metrics)
     ckpt_path.unlink(missing_ok=True)
     return metrics
-
-
-def load_transformer(device) -> BidirectionalTransformer:
-    arch = json.loads((OUT / "architecture.json").read_text())
-    model = BidirectionalTransformer(TransformerConfig(**arch))
-    model.load_state_dict(torch.load(OUT / "transformer.pt", map_location="cpu", weights_only=True))
-    return model.to(device).eval()
 
 
 def main(argv: list[str] | None = None) -> None:

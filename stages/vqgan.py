@@ -1,9 +1,10 @@
 """Stage `vqgan` (stage 1): adopt the lab's VQGAN.pt frozen, or train our own on the train split.
 
-Outputs: models/vqgan/ (vqgan.pt state_dict, architecture.json, config.yaml) and reports/vqgan/
-(metrics.json with val PSNR and codebook usage, recon.png, train_log.csv, and val_log.csv: val PSNR and
-codebook usage every `eval_every` steps; in the autoencoder warm-up, `quantized` 0, the PSNR without the
-codebook).
+Outputs: models/vqgan/ (vqgan.pt state_dict, architecture.json, config.yaml) and reports/vqgan/, logged
+through dvclive: metrics.json (val PSNR and codebook usage), plots/metrics/train/ (the losses every 10 steps),
+plots/metrics/val/ (val PSNR and codebook usage every `eval_every` steps; in the autoencoder warm-up,
+`quantized` 0, the PSNR without the codebook) and plots/images/ (reconstructions of fixed val images at every
+validation, recon.png the final ones).
 """
 from __future__ import annotations
 
@@ -16,20 +17,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.vqgan import VQGAN, Discriminator, VQGANConfig, denormalize, normalize
+from model.lr_schedule import warmup_cosine
+from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig, denormalize, normalize
 from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors,
                                   freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
-from stages import training
-from stages.common import atomic_dir, pick_device, save_json, save_png, seed_everything, write_resolved
-from stages.config import ConfigError, StageFailed, cli, run
+from pipeline import checkpoints
+from pipeline.config import ConfigError, StageFailed, cli, run
+from pipeline.files import atomic_dir, load_array, write_resolved
+from pipeline.live import log_rows, open_live, write_logs
+from pipeline.paths import PREPARED, VQGAN as OUT, VQGAN_REPORTS as REPORTS
+from pipeline.pictures import image_grid
+from pipeline.runtime import autocast_for, compile_blocks, pick_device, seed_everything
 
-PREPARED = Path("data/prepared")
-OUT = Path("models/vqgan")
-REPORTS = Path("reports/vqgan")
 EVAL_IMAGES = 256
 VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
-ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups",
-             "codebook_metric")
+ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups")
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -71,8 +73,9 @@ def adopt(path: Path) -> VQGAN:
 
 
 def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
-          data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict]]:
-    """`val`: the uint8 images measured every `eval_every` steps, on `device`."""
+          data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict], dict]:
+    """`val`: the uint8 images measured every `eval_every` steps, on `device`. Returns the model, the train
+    and val log rows, and the reconstruction pictures of each validation."""
     arch = VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
     seed_everything(p["seed"])
     model, disc = VQGAN(arch).to(device), Discriminator().to(device)
@@ -80,22 +83,23 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, training.warmup_cosine(p["warmup_steps"], p["steps"]))
-    forward = (training.compile_generator(model, regional=p["compile"] == "regional", gradient=p["quantizer_gradient"])
-               if p["compile"] else None)
-    step_fn = Stage1Step(model, disc, opt_g, opt_d, p, forward)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, warmup_cosine(p["warmup_steps"], p["steps"]))
+    if p["compile"] == "regional":
+        compile_blocks(model, (ResidualBlock, NonLocalBlock))
+    step_fn = Stage1Step(model, disc, opt_g, opt_d, p)
 
     data = torch.from_numpy(images).to(device)
     gen = torch.Generator(device="cpu").manual_seed(p["seed"])
     usage = torch.zeros(arch.num_codebook_vectors, dtype=torch.long, device=device)
-    ckpt_path = training.checkpoint_path("vqgan", p, data_cfg)
-    state, log, val_log, start = training.load_checkpoint(ckpt_path, device), [], [], 0
+    ckpt_path = checkpoints.checkpoint_path("vqgan", p, data_cfg)
+    state, log, val_log, pictures, start = checkpoints.load_checkpoint(ckpt_path, device), [], [], {}, 0
     if state:
         for obj, key in ((model, "model"), (disc, "disc"), (opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g")):
             obj.load_state_dict(state[key])
         gen.set_state(state["gen"])
         usage.copy_(state["usage"])
-        log, val_log, start = state["log"], state["val_log"], state["step"]
+        log, val_log, pictures, start = state["log"], state["val_log"], state["pictures"], state["step"]
+    live = open_live(REPORTS, {"train": log, "val": val_log})
 
     def batch():
         idx = torch.randint(0, len(data), (p["batch_size"],), generator=gen)
@@ -107,14 +111,14 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
         return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
     def start_codebook():  # on encoder outputs: at step 0, or where the autoencoder warm-up ends
-        init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]), p["codebook_init"])
+        init_codebook(model, torch.cat([encoder_vectors(model, batch()) for _ in range(4)]))
         usage.zero_()
 
     # Restarts stop for the last fifth, so the decoder settles on the final codebook, or where it is frozen.
     restarts_end = min(0.8 * p["steps"], p["decoder_only_from"] or p["steps"])
-    autocast = training.autocast_for(device)
+    autocast = autocast_for(device)
     model.train(), disc.train()
-    clock = training.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], p["steps"])
+    clock = checkpoints.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], p["steps"])
     bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
     t0 = time.time()
     for step in bar:
@@ -137,21 +141,26 @@ def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
                 raise StageFailed(f"vqgan: non-finite loss at step {step}; the last good checkpoint is {ckpt_path}")
         if step % 10 == 0 or last:  # the log's rows do not depend on when checkpoints fell
             log.append({"step": step, "seconds": round(time.time() - t0, 2), **values})
+            log_rows(live, {"train": log[-1:]})
             rate = (step + 1 - start) * p["batch_size"] / (time.time() - t0)
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
         if (step + 1) % p["eval_every"] == 0 and not last:  # the stage measures the last step itself
             quantized = step + 1 > p["quantize_start"]  # in the warm-up: the plain autoencoder's PSNR
-            metrics = reconstruction_metrics(model, val, quantized)[0]
+            metrics, recon = reconstruction_metrics(model, val, quantized)
             val_log.append({"step": step + 1, "seconds": round(time.time() - t0, 2), "quantized": int(quantized),
                             **{k: metrics[k] for k in VAL_LOG_KEYS}})
+            name = f"recon/step_{step + 1:05d}.png"
+            pictures[name] = image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
+            log_rows(live, {"val": val_log[-1:]})
+            live.log_image(name, pictures[name])
             model.train()
         if checkpoint_now:
-            training.save_checkpoint(ckpt_path, step=step + 1, model=model.state_dict(), disc=disc.state_dict(),
+            checkpoints.save_checkpoint(ckpt_path, step=step + 1, model=model.state_dict(), disc=disc.state_dict(),
                                      opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
                                      sched_g=sched_g.state_dict(), gen=gen.get_state(), usage=usage, log=log,
-                                     val_log=val_log)
+                                     val_log=val_log, pictures=pictures)
     ckpt_path.unlink(missing_ok=True)
-    return model, log, val_log
+    return model, log, val_log, pictures
 
 
 @torch.no_grad()
@@ -176,42 +185,25 @@ def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
-    val = torch.from_numpy(training.load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
-    log, val_log, t0 = [], [], time.time()
+    val = torch.from_numpy(load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
+    log, val_log, pictures, t0 = [], [], {}, time.time()
     if model is None:
-        train_images = training.load_array(PREPARED / "train.npy", "prepare")
-        model, log, val_log = train(p, train_images, val, device, cfg["data"])
+        train_images = load_array(PREPARED / "train.npy", "prepare")
+        model, log, val_log, pictures = train(p, train_images, val, device, cfg["data"])
     model = model.to(device)
     metrics, recon = reconstruction_metrics(model, val)
-    grid = training.image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
+    grid = image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
     val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0, "quantized": 1,
                     **{k: metrics[k] for k in VAL_LOG_KEYS}})  # seconds: of training, as the rows before
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
                    seconds=round(time.time() - t0, 1), device=str(device))
     with atomic_dir(OUT) as out:
-        torch.save(model.cpu().lab_state_dict(), out / "vqgan.pt")
+        torch.save(model.cpu().state_dict(), out / "vqgan.pt")
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
         write_resolved(cfg, out)
     with atomic_dir(REPORTS) as rep:
-        save_json(metrics, rep / "metrics.json")
-        save_png(grid, rep / "recon.png")
-        training.write_log_csv(log or [{"step": 0}], rep / "train_log.csv")
-        training.write_log_csv(val_log, rep / "val_log.csv")
+        write_logs(rep, {"train": log, "val": val_log}, metrics, {**pictures, "recon.png": grid})
     print("vqgan: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-
-
-def load_frozen(device, folder: Path = OUT) -> VQGAN:
-    """The stage's output (or a copy of it in `folder`), for the later stages: frozen, in eval mode."""
-    model = VQGAN(VQGANConfig(**json.loads(training.require(folder / "architecture.json", "vqgan").read_text())))
-    model.load_state_dict(torch.load(folder / "vqgan.pt", map_location="cpu", weights_only=True))
-    return model.to(device).eval().requires_grad_(False)
-
-
-@torch.inference_mode()
-def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Token indices (N, 256) → uint8 images (N, 64, 64, 3), decoded in batches."""
-    return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
-                           for chunk in tokens.split(batch_size)])
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import csv
 import os
 import shutil
 import subprocess
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tiny import TINY
+from tiny import TINY
 from model.vqgan import VQGANConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ needs_lab_sample = pytest.mark.skipif(not LAB_SAMPLE.is_dir(), reason="../shared
 
 
 def tiny_vqgan_config(**changes) -> VQGANConfig:
-    """Stage 1 at TINY's widths (bench/tiny.py), for tests that build the model directly."""
+    """Stage 1 at TINY's widths (tests/tiny.py), for tests that build the model directly."""
     return VQGANConfig(**{"enc_channels": [8, 8, 8, 8, 16, 16], "dec_channels": [8, 8, 8, 16, 16], "latent_dim": 16,
                           "num_codebook_vectors": 32, "norm_groups": 4, **changes})
 
@@ -47,6 +48,17 @@ class Project:
 
     def path(self, *parts) -> Path:
         return self.root.joinpath(*parts)
+
+
+def logged_rows(folder: Path, prefix: str) -> list[dict]:
+    """The rows a stage logged through dvclive under `folder`/plots/metrics/`prefix`/, one tsv per metric, merged
+    by step (values as the tsv holds them, strings)."""
+    rows = {}
+    for tsv in sorted((folder / "plots" / "metrics" / prefix).glob("*.tsv")):
+        with open(tsv) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                rows.setdefault(int(row["step"]), {"step": row["step"]})[tsv.stem] = row[tsv.stem]
+    return [rows[step] for step in sorted(rows)]
 
 
 @pytest.fixture

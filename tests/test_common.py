@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.common import atomic_dir, atomic_file, save_numbered_pngs, usable_cores
+from pipeline.files import atomic_dir, atomic_file, save_numbered_pngs
+from pipeline.runtime import usable_cores
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

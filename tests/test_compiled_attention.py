@@ -14,7 +14,7 @@ from bench.common import attention_rewrites, clear_compile_counters, cold_compil
 from model.attention import MultiHeadAttention
 from model.transformer import Block, TransformerConfig
 from model.vqgan import NonLocalBlock
-from stages.training import compile_blocks
+from pipeline.runtime import compile_blocks
 
 
 class RewritableAttention(MultiHeadAttention):
@@ -47,6 +47,7 @@ def transformer_block(attention: type) -> Block:
     return block.train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
 def test_compiled_transformer_block_keeps_our_attention(autocast):
     torch.manual_seed(0)

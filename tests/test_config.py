@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import config
-from stages.config import SCHEMA, ConfigError, parse_overrides, read_params, resolve
+from pipeline import config
+from pipeline.config import SCHEMA, ConfigError, parse_overrides, read_params, resolve
 
 PARAMS = {
     "profile": "quick",
@@ -73,12 +73,10 @@ def test_the_schema_covers_every_parameter_and_nothing_else():
 
 
 def test_the_schemas_choices_are_the_models():
-    from model import blend, mask_schedule, transformer, vqgan, vqgan_training
+    from model import blend, iterative_decode, mask_schedule, transformer
 
     assert config.SCHEDULES == mask_schedule.SCHEDULES
-    assert config.QUANTIZER_GRADIENTS == vqgan_training.QUANTIZER_GRADIENTS
-    assert config.CODEBOOK_INITS == vqgan_training.CODEBOOK_INITS
-    assert config.CODEBOOK_METRICS == vqgan.CODEBOOK_METRICS
+    assert config.CONFIDENCES == iterative_decode.CONFIDENCES
     assert config.POS_INITS == transformer.POS_INITS
     assert config.BLEND_CHOICES == blend.BLEND_CHOICES
     for name in ("cosine", "pow3", "pow2.5", "pow", "zigzag", "Cosine"):  # the model's own check decides

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from model.iterative_decode import iterative_decode
+from model.iterative_decode import confidence, gumbel_noise, image_generators, iterative_decode
 from model.mask_schedule import mask_schedule
 
 V, MASK = 32, 32
@@ -43,7 +43,7 @@ def test_masked_counts_follow_the_schedule_per_image(schedule, T):
     tokens, mask = batch_of_different_masks()
     n0 = mask.sum(1).tolist()
     out = iterative_decode(stub_predictor, tokens, mask, T=T, schedule=schedule, mask_token=MASK, num_codes=V,
-                           generator=torch.Generator().manual_seed(0))
+                           generators=image_generators(0, range(len(tokens)), "cpu"))
     for t in range(T + 1):
         got = out.masks[t].sum(1).tolist()
         prev = out.masks[t - 1].sum(1).tolist() if t else n0
@@ -88,10 +88,10 @@ def test_oracle_predictor_reconstructs_exactly():
 def test_sweet_spot_stops_early_and_fills_the_rest():
     tokens, mask = batch_of_different_masks()
     full = iterative_decode(stub_predictor, tokens, mask, T=10, mask_token=MASK, num_codes=V,
-                            generator=torch.Generator().manual_seed(0))
+                            generators=image_generators(0, range(len(tokens)), "cpu"))
     torch.manual_seed(1)
     early = iterative_decode(stub_predictor, tokens, mask, T=10, sweet_spot=4, mask_token=MASK, num_codes=V,
-                             generator=torch.Generator().manual_seed(0))
+                             generators=image_generators(0, range(len(tokens)), "cpu"))
     assert early.masks.shape[0] == 5 and early.predictions.shape[0] == 4
     assert early.masks[-1].any()  # tokens were still masked when it stopped …
     left = early.masks[-1]
@@ -106,9 +106,60 @@ def test_same_seed_same_output_and_sampling():
     fixed_logits = torch.randn(6, 256, V + 1)
     predict = lambda cur: fixed_logits  # noqa: E731
     runs = [iterative_decode(predict, tokens, mask, T=6, mask_token=MASK, num_codes=V, temperature=1.0,
-                             generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
+                             generators=image_generators(s, range(len(tokens)), "cpu")) for s in (5, 5, 6)]
     assert torch.equal(runs[0].tokens, runs[1].tokens) and torch.equal(runs[0].masks, runs[1].masks)
     assert not torch.equal(runs[0].tokens, runs[2].tokens)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_an_images_decoding_does_not_depend_on_its_batch(temperature):
+    """Each image's noise comes from its own generator (seed, serial): decoded alone, in a batch, or among other
+    images, image 3 gets the same masks and tokens (the predictor scores each image on its own)."""
+    tokens, mask = batch_of_different_masks()
+    torch.manual_seed(0)
+    fixed_logits = torch.randn(6, 256, V + 1)
+
+    def decode(rows):
+        rows = list(rows)
+        return iterative_decode(lambda cur: fixed_logits[rows], tokens[rows], mask[rows], T=6, mask_token=MASK,
+                                num_codes=V, temperature=temperature, generators=image_generators(7, rows, "cpu"))
+
+    alone, together, reordered = decode([3]), decode(range(6)), decode([5, 3, 0])
+    for result, i in ((together, 3), (reordered, 1)):
+        assert torch.equal(result.tokens[i], alone.tokens[0]) and torch.equal(result.masks[:, i], alone.masks[:, 0])
+
+
+@pytest.mark.parametrize("form", ["lab", "maskgit"])
+def test_confidence_forms_against_a_float64_recomputation(form):
+    """lab: p + s·g (the lab template); maskgit: log p + s·g (google-research/maskgit's parallel_decode),
+    g = -log(-log u), recomputed in float64 from the same uniforms."""
+    gen = torch.Generator().manual_seed(0)
+    p = torch.rand(4, 256, generator=gen) * 0.999 + 1e-3
+    noise = gumbel_noise(image_generators(3, range(4), "cpu"), 1, 256, "cpu")[0]
+    u = torch.stack([torch.rand(1, 256, generator=g)[0] for g in image_generators(3, range(4), "cpu")]).double()
+    g = -torch.log(-torch.log(u))
+    base = p.double() if form == "lab" else torch.log(p.double())
+    torch.testing.assert_close(noise.double(), g, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(confidence(p, noise, 2.25, form).double(), base + 2.25 * g, rtol=1e-5, atol=1e-5)
+    # the forms rank differently: the log spreads low probabilities apart, so the noise reorders them less
+    assert not torch.equal(confidence(p, noise, 2.25, "lab").argsort(), confidence(p, noise, 2.25, "maskgit").argsort())
+
+
+def test_maskgit_confidence_commits_the_most_probable_tokens_first_under_small_noise():
+    """With the noise scaled down, both forms keep the least probable tokens masked: the ranking is the
+    probabilities' (log is monotone)."""
+    tokens, mask = batch_of_different_masks()
+    torch.manual_seed(0)
+    fixed_logits = torch.randn(6, 256, V + 1) * 3
+    probs = torch.softmax(fixed_logits[..., :V], -1).max(-1).values
+    for form in ("lab", "maskgit"):
+        out = iterative_decode(lambda cur: fixed_logits, tokens, mask, T=4, mask_token=MASK, num_codes=V,
+                               choice_temperature=1e-9, confidence_form=form,
+                               generators=image_generators(0, range(6), "cpu"))
+        still = out.masks[1]
+        for i in range(6):
+            if still[i].any() and (mask[i] & ~still[i]).any():
+                assert probs[i][still[i]].max() <= probs[i][mask[i] & ~still[i]].min()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,5 +1,7 @@
 """The DVC workflow from a fresh clone: repro, experiments on the headline and on the test holes' prefill (each
 running only the stages it changes), metrics diff, plots."""
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -9,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.tiny import TINY
+from tiny import TINY
 from conftest import REPO
-from stages.config import parse_overrides, set_dotted
+from pipeline.config import parse_overrides, set_dotted
 
 DVC = Path(sys.executable).parent / "dvc"
 pytestmark = pytest.mark.skipif(not DVC.exists() or not (REPO / ".git").exists(), reason="needs dvc and a git checkout")
@@ -31,12 +33,24 @@ def ran_stages(output: str) -> set:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
+def metrics_files(tree, name):
+    """Every `name` metrics file's data in `dvc exp show --json`'s output, wherever it nests them."""
+    if isinstance(tree, dict):
+        if name in tree and isinstance(tree[name], dict) and "data" in tree[name]:
+            yield tree[name]["data"]
+        for value in tree.values():
+            yield from metrics_files(value, name)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from metrics_files(value, name)
+
+
 def tiny_clone(tmp_path, schedules=("cosine", "square")) -> Path:
     """A git clone of the project with the working tree's code and TINY sizes in its params.yaml, committed."""
     clone = tmp_path / "clone"
     sh(f"git clone -q {REPO} {clone}", tmp_path)
     # Working-tree versions of the code, so the test checks what is being changed, not the last commit.
-    for sub in ("stages", "model", "dvc.yaml", "params.yaml"):
+    for sub in ("stages", "pipeline", "model", "dvc.yaml", "params.yaml"):
         src = REPO / sub
         shutil.copytree(src, clone / sub, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, clone / sub)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -48,6 +62,7 @@ def tiny_clone(tmp_path, schedules=("cosine", "square")) -> Path:
     return clone
 
 
+@pytest.mark.slow
 def test_repro_then_experiment_on_the_headline(tmp_path):
     clone = tiny_clone(tmp_path)
     # a bad parameter fails in the first stage DVC runs, in seconds, not after training
@@ -61,6 +76,15 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
             "fid_reference", "evaluate"} <= ran_stages(out)
     assert (clone / "reports" / "metrics.json").exists() and (clone / "reports" / "README.md").exists()
     sh("git add -A && git commit -qm baseline", clone)
+    # an edit of stage 2's training loop reruns stage 2 and what reads its model, but no decode stage is out of
+    # date before that: their own code and inputs did not change
+    for path in ("stages/train.py", "model/mvtm.py"):
+        with open(clone / path, "a") as f:
+            f.write("\n# edited\n")
+    sh("dvc status --json > status.json", clone)
+    status = json.loads((clone / "status.json").read_text())
+    assert "train" in status and not [name for name in status if name.startswith("inpaint")], status
+    sh("git checkout -q stages/train.py model/mvtm.py", clone)
 
     out = sh("dvc exp run -S schedule=linear -S T=3", clone)
     assert ran_stages(out) == {"inpaint_headline", "evaluate"}
@@ -68,6 +92,11 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
     assert "headline.schedule" in diff and "linear" in diff and "headline.fid_composite" in diff
     show = sh("dvc exp show --no-pager --csv", clone)
     assert "linear" in show
+    # the training curves and metrics are dvclive's: dvc exp show reads stage 2's validation loss back
+    sh("dvc exp show --json > exps.json", clone)
+    found = list(metrics_files(json.loads((clone / "exps.json").read_text()), "reports/train/metrics.json"))
+    assert found and all(math.isfinite(m["val"]["val_loss"]) and "best_val_loss" in m for m in found), found
+    assert any(m["val"]["val_loss"] > 0 for m in found)
     # the test images' prefill changes their tokens only: stage 2, which reads the train and val caches, stays
     out = sh("dvc exp run -S tokens.prefill=ns", clone)
     assert ran_stages(out) == {"tokens", "inpaint@cosine-2-0", "inpaint@square-2-0", "inpaint_headline", "evaluate"}
@@ -75,6 +104,7 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
     assert (clone / "plots_html" / "index.html").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_an_experiment_after_run_all_keeps_what_run_all_trained(tmp_path):
     """The GPU path (run_all, no DVC stage runs), then `dvc exp run`: run_all recorded its outputs in DVC, so the
     experiment reruns only what the change touches instead of removing the models it did not know."""

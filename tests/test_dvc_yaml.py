@@ -1,13 +1,16 @@
-"""dvc.yaml against the code: a stage whose code changed must rerun, so its deps name every project module
-its command runs."""
+"""dvc.yaml and dvc.lock against the code: a stage whose code changed must rerun, and only those stages, so
+its deps name exactly the project modules its command runs; stages share code only through `pipeline/`
+and `model/`."""
 import ast
-from pathlib import Path
+import hashlib
 
+import pytest
 import yaml
 
 from conftest import REPO
+from pipeline.config import get_dotted, read_params
 
-PACKAGES = ("model", "stages")
+PACKAGES = ("model", "pipeline", "stages", "bench")
 
 
 def module_file(name: str) -> str | None:
@@ -15,10 +18,10 @@ def module_file(name: str) -> str | None:
     return path if (REPO / path).exists() else None
 
 
-def imported_files(path: str) -> set[str]:
-    """The project files `path` imports, at module level or inside functions."""
+def imported_files(source: str) -> set[str]:
+    """The project files a module's `source` imports, at module level or inside functions."""
     found = set()
-    for node in ast.walk(ast.parse((REPO / path).read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PACKAGES:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
@@ -35,23 +38,62 @@ def code_closure(path: str) -> set[str]:
         current = todo.pop()
         if current not in seen:
             seen.add(current)
-            todo.extend(imported_files(current))
+            todo.extend(imported_files((REPO / current).read_text()))
     return seen
 
 
+def dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def stage_module(stage: dict) -> str:
+    return module_file(stage["cmd"].split()[2])  # python -m stages.<name> ...
+
+
 def test_imported_files_follow_imports_in_functions():
-    # evaluate imports stages.vqgan inside a function (recon_floor) only; the walk must see it
-    assert "stages/vqgan.py" in imported_files("stages/evaluate.py")
-    assert "model/fid.py" in imported_files("stages/evaluate.py")  # `from model.fid import ...`
+    source = "import os\nfrom pipeline import files\n\ndef f():\n    from model.vqgan import VQGAN\n    import numpy\n"
+    assert imported_files(source) == {"pipeline/files.py", "model/vqgan.py"}
 
 
-def test_every_stage_depends_on_the_code_it_runs():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    missing = {}
-    for name, stage in stages.items():
-        module = stage["cmd"].split()[2]  # python -m stages.<name> ...
-        lacking = code_closure(module_file(module)) - set(stage["deps"])
-        if lacking:
-            missing[name] = sorted(lacking)
-    assert not missing, f"dvc.yaml: stages missing code deps (a change there would not rerun them): {missing}"
+def test_every_stage_depends_on_exactly_the_code_it_runs():
+    wrong = {}
+    for name, stage in dvc_stages().items():
+        declared = {d for d in stage["deps"] if d.endswith(".py")}
+        runs = code_closure(stage_module(stage))
+        if declared != runs:
+            wrong[name] = {"missing": sorted(runs - declared), "not run": sorted(declared - runs)}
+    assert not wrong, f"dvc.yaml: stages whose code deps are not the code they run: {wrong}"
 
+
+def test_no_stage_imports_another_stage_and_bench_imports_no_stage():
+    stages = sorted(p for p in (REPO / "stages").glob("*.py") if p.name != "__init__.py")
+    for path in stages:
+        others = {f for f in imported_files(path.read_text()) if f.startswith("stages/")}
+        assert not others, f"{path.name} imports {others}: shared code belongs in pipeline/ or model/"
+    for path in (REPO / "bench").glob("*.py"):
+        found = imported_files(path.read_text())
+        assert all(f.split("/")[0] in ("model", "pipeline", "bench") for f in found), (path.name, found)
+    for path in (REPO / "model").glob("*.py"):  # the science reads no files and no parameters
+        found = imported_files(path.read_text())
+        assert all(f.startswith("model/") for f in found), (path.name, found)
+
+
+def file_md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not (REPO / "dvc.lock").exists(), reason="no dvc.lock")
+def test_the_committed_dvc_lock_is_of_this_code_and_these_parameters():
+    """What `dvc repro` last ran, as committed: each locked stage's code is the code as it stands (same files,
+    same md5), and each parameter it recorded has the value params.yaml gives it."""
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    declared, params = dvc_stages(), read_params(REPO / "params.yaml")
+    for name, entry in lock.items():
+        stage = declared[name.split("@")[0]]
+        code = {d["path"]: d["md5"] for d in entry["deps"] if d["path"].endswith(".py")}
+        assert set(code) == {d for d in stage["deps"] if d.endswith(".py")}, name
+        stale = [path for path, md5 in code.items() if file_md5(REPO / path) != md5]
+        assert not stale, f"dvc.lock: {name} ran other versions of {stale}: run dvc repro and commit dvc.lock"
+        for values in entry.get("params", {}).values():
+            for key, value in values.items():
+                assert get_dotted(params, key) == value, f"dvc.lock: {name} ran with {key}={value!r}"

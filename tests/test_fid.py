@@ -6,7 +6,7 @@ import torch
 
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.synthetic import synthetic_faces
-from stages.common import content_key
+from pipeline.files import content_key
 
 
 def features_with(rng, mu, cov, n):
@@ -89,7 +89,7 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
     """The evaluate stage's cache: a second score of the same images never runs the network."""
     monkeypatch.chdir(tiny_project.root)
     tiny_project.run("fid_reference", "evaluate.batch_size=12")
-    from stages.evaluate import InceptionScores
+    from pipeline.scoring import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
     scores = InceptionScores(torch.device("cpu"), 12, content_key(gt))
@@ -109,8 +109,8 @@ def test_scores_refuse_a_reference_of_other_test_images(tiny_project, monkeypatc
     any image is scored; the test set it was computed from is accepted."""
     monkeypatch.chdir(tiny_project.root)
     tiny_project.run("fid_reference", "evaluate.batch_size=12")
-    from stages.config import ConfigError
-    from stages.evaluate import InceptionScores
+    from pipeline.config import ConfigError
+    from pipeline.scoring import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
     assert InceptionScores(torch.device("cpu"), 12, content_key(gt)).available

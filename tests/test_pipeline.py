@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.tiny import TINY
+from tiny import TINY
 from conftest import Project
 from stages.evaluate import samples_picture
-from stages.report import fid_figure, readme, shown_config
-from stages.vqgan import decode_images, load_frozen
+from pipeline.report import fid_figure, readme, shown_config
+from pipeline.vqgan_loader import decode_images, load_vqgan
 from test_blend import jacobi_correction
 
 
@@ -42,15 +42,14 @@ def test_run_all_checks_every_stage_before_the_first_runs(project):
     assert proc.returncode == 2 and "inpaint.blend is 'feather'" in proc.stderr  # one schema, whatever runs
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path, compiled):
+@pytest.mark.slow
+def test_run_all_in_one_process_writes_what_each_stage_writes_alone(tmp_path):
     """run_all runs every stage in one process, DVC each in a fresh one: the outputs must agree, tensor
     for tensor (a stage drawing from a random state it did not seed, or one left by the stage before, would
-    not). Compiled: both stages block by block, as the lab profile trains them, with the first stage's
+    not). Both stages compiled block by block, as the lab profile trains them, with the first stage's
     compiled graphs released before the second compiles its own."""
-    settings = [*TINY, "sweep.schedule=[cosine, square]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=3"]
-    if compiled:
-        settings += ["vqgan.compile=regional", "train.compile=regional"]
+    settings = [*TINY, "sweep.schedule=[cosine, square]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=3",
+                "vqgan.compile=regional", "train.compile=regional"]
     alone, together = (Project(tmp_path / name) for name in ("alone", "together"))
     for stage in ("prepare", "vqgan", "tokens", "train"):
         alone.run(stage, *settings)
@@ -104,6 +103,34 @@ def test_inpaint_outputs_keep_known_pixels_and_reproduce(tiny_project):
     assert np.array_equal(comp[mask64 == 0], raw[mask64 == 0])
 
 
+def test_show_draws_any_serial_as_the_pipeline_does_and_changes_no_output(tiny_project, tmp_path):
+    """The demo command: each image draws its own decoding noise, so the pipeline's pictures of serials 0 and 1
+    (decoded in batches of 8 among the whole test set) are byte for byte the command's (the two alone, or one
+    at a time), a serial's fill is the same at any batch size, and no pipeline output changes."""
+    project = Project(tmp_path / "p")
+    for sub in ("data/prepared", "data/tokens", "models"):
+        shutil.copytree(tiny_project.path(sub), project.path(sub))
+    settings = [*TINY, "schedule=square", "T=5", "sweet_spot=4"]
+    project.run("inpaint", *settings)
+    headline = project.path("results", "inpaint", "headline")
+    before = {p: p.read_bytes() for p in headline.rglob("*") if p.is_file()}
+    out = project.run("show", *settings, args=["1", "0", "7"]).stdout
+    shown = project.path("results", "show", "square-T5-s4")
+    assert "results/show/square-T5-s4/serial_007.png" in out.splitlines()
+    for s in (0, 1):
+        assert (shown / f"serial_{s:03d}.png").read_bytes() == (headline / "pictures" / f"serial_{s:03d}.png").read_bytes()
+    among = {s: (shown / f"serial_{s:03d}.png").read_bytes() for s in (0, 7)}
+    project.run("show", *settings, "inpaint.batch_size=1", args=["7", "0"])
+    assert {s: (shown / f"serial_{s:03d}.png").read_bytes() for s in (0, 7)} == among
+    assert {p: p.read_bytes() for p in headline.rglob("*") if p.is_file()} == before
+    tokens = np.load(headline / "tokens.npy")
+    project.run("inpaint", *settings, "inpaint.batch_size=5")
+    assert np.array_equal(np.load(headline / "tokens.npy"), tokens)  # the same fills in batches of 5
+    proc = project.run("show", *settings, args=["12"], check=False)
+    err = proc.stderr
+    assert proc.returncode != 0 and "serial 12 is out of range: the test set has 12 images (serials 0 to 11)" in err and "Traceback" not in err
+
+
 def test_inpaint_decodes_stage_twos_holes_among_the_decode_prefills_known_tokens(tiny_project, tmp_path, monkeypatch):
     """`tokens.decode_prefill=ns` with grey holes: stage 2 sees what it saw before, so the hole tokens are the
     grey run's; the final decode keeps the ns cache's known tokens around them (test_known.npy, checked
@@ -120,7 +147,7 @@ def test_inpaint_decodes_stage_twos_holes_among_the_decode_prefills_known_tokens
     assert np.array_equal(mixed[mask], grey[mask]) and np.array_equal(mixed[~mask], ns[~mask])
     assert not np.array_equal(mixed, grey)
     monkeypatch.chdir(project.root)
-    decoded = decode_images(load_frozen("cpu"), torch.from_numpy(mixed.astype(np.int64)), 8)
+    decoded = decode_images(load_vqgan("cpu"), torch.from_numpy(mixed.astype(np.int64)), 8)
     assert np.array_equal(np.load(out / "raw.npy"), decoded)
 
 
@@ -143,7 +170,7 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
     # The headline is the sweep point cosine-T4-s0: decoded once, its folder copied (same timing).
     point, headline = (json.loads((inpainted / n / "summary.json").read_text()) for n in ("cosine-T4-s0", "headline"))
     assert headline["name"] == "headline" and headline["decode_seconds"] == point["decode_seconds"]
-    assert all(point[f"{part}_seconds"] >= 0 for part in ("composite", "pictures", "write"))  # where the rest goes
+    assert all(point[f"{part}_seconds"] >= 0 for part in ("composite", "write"))  # where the rest goes
     tokens = [(inpainted / n / "tokens.npy").read_bytes() for n in ("cosine-T4-s0", "headline")]
     assert tokens[0] == tokens[1]
     reports = tiny_project.path("reports")

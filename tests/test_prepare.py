@@ -16,8 +16,8 @@ from PIL import Image
 
 from conftest import CATS64, LAB_SAMPLE, needs_cats64, needs_lab_sample
 from model.masking import token_mask_from_pixels
-from stages import sources
-from stages.common import load_png
+from pipeline import sources
+from pipeline.files import load_png
 
 PREPARED = ("data", "prepared")
 

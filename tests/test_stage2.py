@@ -1,7 +1,6 @@
 """The train stage: exact resume, DDP on two gloo processes, non-finite loss and bad parameter handling."""
 import contextlib
 import copy
-import csv
 import json
 import os
 import shutil
@@ -11,11 +10,13 @@ import sys
 import numpy as np
 import torch
 
-from bench.tiny import TINY
-from conftest import REPO, Project
+from tiny import TINY
+from conftest import REPO, Project, logged_rows
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
-from stages.train import new_transformer, validate
-from stages.training import compile_blocks, warmup_cosine
+from model.mvtm import new_transformer, validate
+from model.lr_schedule import warmup_cosine
+from pipeline.runtime import compile_blocks
+from stages.train import stage1_codebook
 from test_stage1 import kill_after_checkpoint
 
 
@@ -46,8 +47,7 @@ def test_train_resumes_after_a_kill_and_matches(tiny_project, tmp_path):
 
 def test_training_learns_and_keeps_the_best_checkpoint(tiny_project):
     metrics = json.loads(tiny_project.path("reports", "train", "metrics.json").read_text())
-    with open(tiny_project.path("reports", "train", "val_log.csv")) as f:
-        val_log = list(csv.DictReader(f))
+    val_log = logged_rows(tiny_project.path("reports", "train"), "val")
     assert len(val_log) == 2  # one row per epoch
     assert all(float(row["epoch_seconds"]) > 0 for row in val_log)
     losses = [float(row["val_loss"]) for row in val_log]
@@ -83,10 +83,8 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
     assert "train.pos_init" in err and "sincos" in err
     err = proj.fails("train", *TINY, "train.tok_init=pca")
     assert "train.tok_init is 'pca'; expected one of normal, codebook" in err and "Traceback" not in err
-    err = proj.fails("train", *TINY, "train.hole_fraction=1.5")
-    assert "train.hole_fraction is 1.5; expected a number from 0 to 1" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.compile=blocks")
-    assert "train.compile is 'blocks'; expected one of true, false, regional" in err and "Traceback" not in err
+    assert "train.compile is 'blocks'; expected one of false, regional" in err and "Traceback" not in err
     err = proj.fails("train", *TINY, "train.epochs=0")
     assert "train.epochs is 0; expected a positive integer" in err and "Traceback" not in err
     assert not proj.path("models", "transformer").exists()
@@ -95,12 +93,14 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
 def test_codebook_token_start_reads_stage_ones_codebook(tiny_project, monkeypatch):
     monkeypatch.chdir(tiny_project.root)
     codebook = torch.load("models/vqgan/vqgan.pt", weights_only=True)["codebook.embedding.weight"].double()
+    assert stage1_codebook({"tok_init": "normal"}) is None
+    read = stage1_codebook({"tok_init": "codebook"})
+    assert torch.equal(read.double(), codebook)
     arch = TransformerConfig(num_codebook_vectors=len(codebook), dim=32, n_layers=1, hidden_dim=64, n_heads=4)
-    p = {"tok_init": "normal", "seed": 0}
     torch.manual_seed(0)
-    normal = new_transformer(arch, p).tok_emb.weight.detach().double()
+    normal = new_transformer(arch, None, seed=0).tok_emb.weight.detach().double()
     torch.manual_seed(0)
-    started = new_transformer(arch, {**p, "tok_init": "codebook"}).tok_emb.weight.detach().double()
+    started = new_transformer(arch, read, seed=0).tok_emb.weight.detach().double()
     codes = len(codebook)
     assert torch.equal(started[codes], normal[codes])  # the mask token keeps its random start
     ratio = torch.cdist(started[:codes], started[:codes]) / torch.cdist(codebook, codebook).fill_diagonal_(1.0)
@@ -140,8 +140,8 @@ def test_regional_compile_shares_one_graph_across_the_blocks(graph_recorder):
 
 
 def test_importing_the_stages_does_not_import_torch_dynamo():
-    """inpaint imports stages.train (13 processes a sweep): torch._dynamo, a second to import, loads only
-    where something compiles or changes the compile stance, not at import."""
+    """torch._dynamo, a second to import (13 inpaint processes a sweep), loads only where something
+    compiles or changes the compile stance, not at import."""
     code = "import sys, stages.train, stages.inpaint; print('torch._dynamo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,5 +1,5 @@
 """A pipeline small enough for a 2-core CPU in seconds per stage: the real code paths at tiny sizes, as
-`-S` overrides. The tests run it, and `bench.run_all` times it."""
+`-S` overrides the tests run."""
 
 TINY = [
     "data.synthetic_count=240", "data.sizes.test=12",

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from stages.common import atomic_dir, atomic_file, save_json  # noqa: E402
+from pipeline.files import atomic_dir, atomic_file, save_json  # noqa: E402
 
 COLUMNS = ("name", "schedule", "T", "sweet_spot", "fid_raw", "fid_composite", "kid_raw", "kid_raw_se",
            "kid_composite", "kid_composite_se", "kid_vs_best", "kid_vs_best_se", "hole_psnr", "decode_seconds",
@@ -216,10 +216,12 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
         out += ["![FID against T](fid_vs_T.png)", "",
                 "![FID against the sweet spot](fid_vs_sweet_spot.png)", ""]
     out += ["## The models", "",
-            "Stage 1 (the VQGAN): reconstructions of fixed validation images in [vqgan/recon.png](vqgan/recon.png), "
-            "PSNR and codebook usage in [vqgan/metrics.json](vqgan/metrics.json), curves in [vqgan/](vqgan/). "
+            "Stage 1 (the VQGAN): reconstructions of fixed validation images in "
+            "[vqgan/plots/images/recon.png](vqgan/plots/images/recon.png), PSNR and codebook usage in "
+            "[vqgan/metrics.json](vqgan/metrics.json), curves in [vqgan/plots/metrics/](vqgan/plots/metrics/). "
             "Stage 2 (the transformer): best validation loss and accuracy in [train/metrics.json](train/metrics.json), "
-            "curves in [train/](train/) (`dvc plots show` draws them).", ""]
+            "curves in [train/plots/metrics/](train/plots/metrics/) (logged by dvclive; `dvc plots show` draws "
+            "them).", ""]
     out += ["## Iterative decoding", "",
             "Top row: the masked input, then the latent (16x16 token) mask before the first step and after "
             "every step (black = still masked). Bottom row: the ground truth, then the image decoded from the "

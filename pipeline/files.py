@@ -1,4 +1,5 @@
-"""Helpers every stage shares: atomic outputs, the resolved-config record, device choice, PNGs."""
+"""Files the stages read and write: atomic outputs, JSON, PNGs, the resolved-config record, and a
+clear error for an input that an earlier stage has not made yet."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,9 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+
+from pipeline.config import ConfigError
+from pipeline.runtime import usable_cores
 
 
 def _as_if_created(path: Path) -> None:
@@ -84,11 +88,6 @@ def write_resolved(cfg: dict, folder: str | Path, name: str = "config.yaml") -> 
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every stage runs fixed shapes: pick the fastest kernels once
-    return device
 
 
 def content_key(images: np.ndarray) -> str:
@@ -106,9 +105,6 @@ def numbered_paths(count: int, folder: Path, prefix: str) -> list[Path]:
     return [folder / f"{prefix}_{i:0{width}d}.png" for i in range(count)]
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: a container or `taskset` may allow fewer than the host has."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def save_numbered_pngs(images: np.ndarray, folder: Path, prefix: str) -> None:
@@ -123,6 +119,12 @@ def load_png(path: str | Path, mode: str = "RGB") -> np.ndarray:
         return np.asarray(im.convert(mode))
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+def require(path: Path, stage: str) -> Path:
+    """`path`, or a clear error saying which stage makes it."""
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run the `{stage}` stage first (dvc repro, or python -m stages.{stage})")
+    return path
+
+
+def load_array(path: Path, stage: str) -> np.ndarray:
+    return np.load(require(path, stage))

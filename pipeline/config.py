@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-
-PARAMS_FILE = Path("params.yaml")
+from pipeline.paths import PARAMS
 
 
 class _Loader(yaml.SafeLoader):
@@ -62,10 +61,10 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
-            raise ConfigError(f"parameter {key!r}: {part!r} is not a parameter group in {PARAMS_FILE}")
+            raise ConfigError(f"parameter {key!r}: {part!r} is not a parameter group in {PARAMS}")
         node = node[part]
     if parts[-1] not in node:
-        raise ConfigError(f"parameter {key!r} does not exist in {PARAMS_FILE}")
+        raise ConfigError(f"parameter {key!r} does not exist in {PARAMS}")
     node[parts[-1]] = value
 
 
@@ -73,7 +72,7 @@ def _fill_nulls(tree: dict, defaults: dict, prefix: str = "") -> None:
     for key, value in defaults.items():
         name = f"{prefix}{key}"
         if key not in tree:
-            raise ConfigError(f"profile sets {name!r}, which is not a parameter in {PARAMS_FILE}")
+            raise ConfigError(f"profile sets {name!r}, which is not a parameter in {PARAMS}")
         if isinstance(value, dict) and isinstance(tree[key], dict):
             _fill_nulls(tree[key], value, name + ".")
         elif tree[key] is None:
@@ -96,18 +95,18 @@ def resolve(params: dict, overrides: dict[str, Any] | None = None) -> dict:
     return cfg
 
 
-def read_params(path: Path = PARAMS_FILE) -> dict:
+def read_params(path: Path = PARAMS) -> dict:
     """params.yaml as written (profiles included), read as DVC reads it."""
     if not path.exists():
         raise ConfigError(f"{path} not found: run the stages from the project root")
     return _yaml(path.read_text())
 
 
-def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
+def load(overrides: list[str] | None = None, path: Path = PARAMS) -> dict:
     return resolve(read_params(path), parse_overrides(overrides or []))
 
 
-def write_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> None:
+def write_overrides(overrides: list[str], path: Path = PARAMS) -> None:
     """Write `-S key=value` overrides into params.yaml, comments and layout kept, as `dvc exp run -S` does
     (ruamel.yaml, which DVC brings)."""
     from ruamel.yaml import YAML
@@ -129,11 +128,9 @@ def write_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> None:
 # lists (tests/test_config.py checks); the schema spells them out so that importing it imports no model code,
 # and a change of stage-2 code reruns no stage that only checks parameters.
 SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp", "pow<k>")  # model.mask_schedule
-QUANTIZER_GRADIENTS = ("straight_through", "rotation")  # model.vqgan_training
-CODEBOOK_INITS = ("samples", "kmeans")  # model.vqgan_training
-CODEBOOK_METRICS = ("euclidean", "cosine")  # model.vqgan
 POS_INITS = ("normal", "sincos")  # model.transformer
 BLEND_CHOICES = ("paste", "poisson")  # model.blend
+CONFIDENCES = ("lab", "maskgit")  # model.iterative_decode
 
 
 def _is_int(v) -> bool:
@@ -239,8 +236,7 @@ class Device(Spec):
         return isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) is not None
 
 
-FRACTION = Real(0, 1)
-COMPILE = OneOf(True, False, "regional")
+COMPILE = OneOf(False, "regional")
 PREFILLS = ("grey", "telea", "ns")  # `tokens.prefill`: how the encoder sees the test images' holes
 TOK_INITS = ("normal", "codebook")  # `train.tok_init`
 
@@ -252,7 +248,7 @@ SCHEMA: dict[str, Spec] = {
     "data.source": Text(), "data.sha256": Sha256(), "data.test_gt": File(), "data.seed": Int(0),
     "data.skip_bad": OneOf(True, False), "data.dedup": OneOf(True, False), "data.synthetic_count": Int(3),
     "data.sizes.train": Int(), "data.sizes.val": Int(), "data.sizes.test": Int(),
-    "data.hole_min": FRACTION, "data.hole_max": Real(0, 1, above=True),
+    "data.hole_min": Real(0, 1), "data.hole_max": Real(0, 1, above=True),
     "data.max_extract_gb": Real(0, above=True), "data.max_extract_ratio": Real(1),
     "vqgan.checkpoint": File(), "vqgan.enc_channels": ListOf(Int()), "vqgan.dec_channels": ListOf(Int()),
     "vqgan.latent_dim": Int(), "vqgan.num_codebook_vectors": Int(2, 32767),  # tokens are stored as int16
@@ -260,8 +256,7 @@ SCHEMA: dict[str, Spec] = {
     "vqgan.lr": Real(0, above=True), "vqgan.warmup_steps": Int(0), "vqgan.l1_weight": Real(0),
     "vqgan.l2_weight": Real(0), "vqgan.disc_start": Int(0), "vqgan.disc_weight": Real(0),
     "vqgan.feature_weight": Real(0), "vqgan.quantize_start": Int(0),
-    "vqgan.quantizer_gradient": OneOf(*QUANTIZER_GRADIENTS), "vqgan.codebook_init": OneOf(*CODEBOOK_INITS),
-    "vqgan.codebook_metric": OneOf(*CODEBOOK_METRICS), "vqgan.codebook_restart_every": Int(),
+    "vqgan.codebook_restart_every": Int(),
     "vqgan.decoder_only_from": Int(0, null=True), "vqgan.checkpoint_every": Int(),
     "vqgan.checkpoint_minutes": Real(0, above=True), "vqgan.eval_every": Int(), "vqgan.compile": COMPILE,
     "vqgan.seed": Int(0),
@@ -270,10 +265,11 @@ SCHEMA: dict[str, Spec] = {
     "train.dropout": Real(0, 1, below=True), "train.pos_init": OneOf(*POS_INITS), "train.tok_init": OneOf(*TOK_INITS),
     "train.epochs": Int(), "train.batch_size": Int(), "train.lr": Real(0, above=True), "train.weight_decay": Real(0),
     "train.warmup_steps": Int(0), "train.grad_clip": Real(0, above=True), "train.gamma": Schedule(),
-    "train.label_smoothing": Real(0, 1, below=True), "train.hole_fraction": FRACTION,
+    "train.label_smoothing": Real(0, 1, below=True),
     "train.checkpoint_every": Int(), "train.checkpoint_minutes": Real(0, above=True), "train.compile": COMPILE,
     "train.seed": Int(0),
-    "inpaint.choice_temperature": Real(0), "inpaint.temperature": Real(0), "inpaint.composite": OneOf(True, False),
+    "inpaint.choice_temperature": Real(0), "inpaint.confidence": OneOf(*CONFIDENCES), "inpaint.temperature": Real(0),
+    "inpaint.composite": OneOf(True, False),
     "inpaint.blend": OneOf(*BLEND_CHOICES), "inpaint.picture_serials": ListOf(Int(0), empty=True),
     "inpaint.batch_size": Int(), "inpaint.seed": Int(0),
     "evaluate.batch_size": Int(),
@@ -334,7 +330,7 @@ def check(cfg: dict) -> None:
         try:
             value = get_dotted(cfg, key)
         except (KeyError, TypeError):
-            raise ConfigError(f"parameter {key!r} is missing from {PARAMS_FILE}") from None
+            raise ConfigError(f"parameter {key!r} is missing from {PARAMS}") from None
         if not spec.ok(value):
             _fail(key, value, spec.expected)
     _check_relations(cfg)

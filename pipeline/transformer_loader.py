@@ -1,0 +1,19 @@
+"""Stage 2 as the decoding stages use it: the `train` stage's transformer loaded from its folder, frozen."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from model.transformer import BidirectionalTransformer, TransformerConfig
+from pipeline.files import require
+from pipeline.paths import TRANSFORMER
+
+
+def load_transformer(device, folder: Path = TRANSFORMER) -> BidirectionalTransformer:
+    """Stage 2 (the `train` stage's best weights by validation loss)."""
+    model = BidirectionalTransformer(TransformerConfig(**json.loads(require(folder / "architecture.json",
+                                                                            "train").read_text())))
+    model.load_state_dict(torch.load(folder / "transformer.pt", map_location="cpu", weights_only=True))
+    return model.to(device).eval().requires_grad_(False)

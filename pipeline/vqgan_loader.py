@@ -1,0 +1,27 @@
+"""Stage 1 as the later stages use it: the `vqgan` stage's model loaded from its folder, frozen, and token
+decoding in batches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.vqgan import VQGAN, VQGANConfig, denormalize
+from pipeline.files import require
+from pipeline.paths import VQGAN as VQGAN_FOLDER
+
+
+def load_vqgan(device, folder: Path = VQGAN_FOLDER) -> VQGAN:
+    """Stage 1 (the `vqgan` stage's output, or a copy of it in `folder`)."""
+    model = VQGAN(VQGANConfig(**json.loads(require(folder / "architecture.json", "vqgan").read_text())))
+    model.load_state_dict(torch.load(folder / "vqgan.pt", map_location="cpu", weights_only=True))
+    return model.to(device).eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def decode_images(vqgan: VQGAN, tokens: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Token indices (N, 256) → uint8 images (N, 64, 64, 3), decoded in batches."""
+    return np.concatenate([denormalize(vqgan.decode_indices(chunk)).cpu().numpy()
+                           for chunk in tokens.split(batch_size)])

@@ -1,0 +1,58 @@
+"""Draw the iterative decoding of any test images, for a demo: the latent mask and the predicted image at every
+iteration, under any schedule, T and sweet spot, from the trained models. Changes no DVC output.
+
+    python -m stages.show 17 42 --schedule square --T 10 [--sweet-spot 3] [-S inpaint.confidence=maskgit]
+
+Writes results/show/<schedule>-T<T>-s<sweet spot>/serial_NNN.png and prints the paths. Each image draws its own
+decoding noise (seeded by `inpaint.seed` and its serial), so its pictures are byte for byte those the `inpaint`
+stage draws for the serials in `inpaint.picture_serials`.
+"""
+from __future__ import annotations
+
+import time
+
+from model.iterative_decode import check_decode_args
+from pipeline.config import ConfigError, cli, run
+from pipeline.decoding import decode, load_inputs
+from pipeline.files import atomic_file, load_array, save_png
+from pipeline.paths import RESULTS, TEST
+from pipeline.runtime import pick_device
+
+SHOWN = RESULTS.parent / "show"
+
+
+def main(argv: list[str] | None = None) -> None:
+    def args(parser):
+        parser.add_argument("serials", type=int, nargs="+", help="test image serial numbers (image_NNN.png)")
+        parser.add_argument("--schedule", help="mask schedule (default: the headline `schedule`)")
+        parser.add_argument("--T", type=int, help="decoding iterations (default: the headline `T`)")
+        parser.add_argument("--sweet-spot", type=int, help="stop after this many iterations (default: `sweet_spot`)")
+
+    cfg, a = cli(__doc__, args, argv)
+    schedule = a.schedule or cfg["schedule"]
+    T = a.T if a.T is not None else cfg["T"]
+    sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
+    try:
+        check_decode_args(T, sweet_spot, schedule)
+    except ValueError as e:
+        raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: {e}") from None
+    count = len(load_array(TEST / "masked.npy", "prepare"))
+    wrong = [s for s in a.serials if not 0 <= s < count]
+    if wrong:
+        raise ConfigError(f"serial {wrong[0]} is out of range: the test set has {count} images (serials 0 to {count - 1})")
+    serials = list(dict.fromkeys(a.serials))
+    t0 = time.time()
+    inputs = load_inputs(cfg, pick_device(cfg["device"]))
+    _, pictures = decode(inputs, cfg["inpaint"], schedule, T, sweet_spot, serials, serials)
+    folder = SHOWN / f"{schedule}-T{T}-s{sweet_spot}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in serials:
+        with atomic_file(folder / f"serial_{s:03d}.png") as tmp:
+            save_png(pictures[s], tmp)
+        print(folder / f"serial_{s:03d}.png")
+    print(f"show: {len(serials)} serial(s) decoded with {schedule}, T={T}, sweet spot {sweet_spot} "
+          f"in {time.time() - t0:.1f} s (top row: the latent mask at every iteration; bottom: the predicted image)")
+
+
+if __name__ == "__main__":
+    run(main)

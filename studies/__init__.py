@@ -1,0 +1,1 @@
+"""Scripts of studies whose answers are pending: each writes its record under docs/records/."""
