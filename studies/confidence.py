@@ -3,9 +3,9 @@
 Run from the project root after the models, token cache and FID reference exist for SETTINGS (for example
 `python -m stages.run_all $SETTINGS --skip inpaint evaluate`):
 
-    python -m studies.confidence --out docs/records/confidence_cpu.json -- -S data.source=... [-S ...]
+    python -m studies.confidence --runs 4.5:0 4.5:1 1.0:0 --out docs/records/confidence_cpu.json -- -S ...
 
-For each choice temperature and decode seed it decodes the sweep under both forms (`inpaint.confidence`),
+For each run (a choice temperature and a decode seed) it decodes the sweep under both forms (`inpaint.confidence`),
 scores each with `evaluate`, and pairs every maskgit set's KID with the lab set of the same configuration,
 temperature and seed, over the test images. Prints a markdown table; writes every figure to --out.
 """
@@ -33,8 +33,8 @@ def stage(name: str, settings: list[str], *args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.5])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--runs", nargs="+", default=["4.5:0", "4.5:1", "1.0:0"],
+                        help="choice temperature:decode seed pairs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("settings", nargs=argparse.REMAINDER, help="-- then the -S settings of the run")
     a = parser.parse_args()
@@ -43,28 +43,27 @@ def main() -> None:
     kept = Path(".study_confidence")
     kept.mkdir(exist_ok=True)
     rows = []
-    for temperature in a.temperatures:
-        for seed in a.seeds:
-            loo = {}
-            for form in ("lab", "maskgit"):
-                run = [*settings, "-S", f"inpaint.confidence={form}", "-S", f"inpaint.choice_temperature={temperature}",
-                       "-S", f"inpaint.seed={seed}"]
-                stage("inpaint", run, "--sweep", "--headline")
-                stage("evaluate", run)
-                shutil.copy(LEAVE_ONE_OUT, kept / f"{form}-{temperature}-{seed}.npz")
-                loo[form] = load_leave_one_out(kept / f"{form}-{temperature}-{seed}.npz", test_key)
-                with open(REPORTS / "comparison.csv") as f:
-                    for row in csv.DictReader(f):
-                        if row["schedule"] and row["name"] != "headline":
-                            rows.append({"temperature": temperature, "seed": seed, "confidence": form,
-                                         "name": row["name"], "fid_raw": float(row["fid_raw"]),
-                                         "fid_composite": float(row["fid_composite"]),
-                                         "kid_composite": float(row["kid_composite"]),
-                                         "hole_psnr": float(row["hole_psnr"])})
-            for row in rows:
-                if row["confidence"] == "maskgit" and row["temperature"] == temperature and row["seed"] == seed:
-                    label = f"{row['name']} composite"
-                    row["kid_composite_minus_lab"] = scaled_difference(loo["maskgit"][label], loo["lab"][label])
+    for temperature, seed in ((float(t), int(s)) for t, s in (run.split(":") for run in a.runs)):
+        loo = {}
+        for form in ("lab", "maskgit"):
+            run = [*settings, "-S", f"inpaint.confidence={form}", "-S", f"inpaint.choice_temperature={temperature}",
+                   "-S", f"inpaint.seed={seed}"]
+            stage("inpaint", run, "--sweep", "--headline")
+            stage("evaluate", run)
+            shutil.copy(LEAVE_ONE_OUT, kept / f"{form}-{temperature}-{seed}.npz")
+            loo[form] = load_leave_one_out(kept / f"{form}-{temperature}-{seed}.npz", test_key)
+            with open(REPORTS / "comparison.csv") as f:
+                for row in csv.DictReader(f):
+                    if row["schedule"] and row["name"] != "headline":
+                        rows.append({"temperature": temperature, "seed": seed, "confidence": form,
+                                     "name": row["name"], "fid_raw": float(row["fid_raw"]),
+                                     "fid_composite": float(row["fid_composite"]),
+                                     "kid_composite": float(row["kid_composite"]),
+                                     "hole_psnr": float(row["hole_psnr"])})
+        for row in rows:
+            if row["confidence"] == "maskgit" and row["temperature"] == temperature and row["seed"] == seed:
+                label = f"{row['name']} composite"
+                row["kid_composite_minus_lab"] = scaled_difference(loo["maskgit"][label], loo["lab"][label])
     result = {"study": "inpaint.confidence: maskgit (log p + noise) against lab (p + noise)",
               "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "settings": settings,
               "rows": rows}
