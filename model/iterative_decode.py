@@ -58,11 +58,8 @@ def gumbel_noise(generators: list, steps: int, n: int, device) -> torch.Tensor:
 
 def confidence(probability: torch.Tensor, noise: torch.Tensor, scale: float, form: str = "lab") -> torch.Tensor:
     """The score that ranks the predictions: `lab` p + scale·g, `maskgit` log p + scale·g."""
-    if form == "lab":
-        return probability + scale * noise
-    if form == "maskgit":
-        return torch.log(probability.clamp_min(1e-30)) + scale * noise
-    raise ValueError(f"confidence is {form!r}; expected one of {', '.join(CONFIDENCES)}")
+    base = torch.log(probability.clamp_min(1e-30)) if form == "maskgit" else probability
+    return base + scale * noise
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from model.baselines import hole_psnr, opencv_inpaint
@@ -27,11 +26,12 @@ from model.blend import blender
 from pipeline import report
 from pipeline.config import ConfigError, cli, run
 from pipeline.files import atomic_dir, atomic_file, content_key, save_png
-from pipeline.vqgan_loader import decode_images, load_vqgan
 from pipeline.paths import LEAVE_ONE_OUT, REPORTS, RESULTS, TEST, TOKENS
 from pipeline.pictures import image_grid
 from pipeline.runtime import pick_device
 from pipeline.scoring import InceptionScores, kid_differences, load_leave_one_out, save_leave_one_out
+from pipeline.vqgan_loader import decode_images, load_vqgan
+
 SAMPLES = 8  # the first test images: the same ones in every experiment
 FLOOR = "stage-1 reconstruction (floor)"
 FLOOR_LABELS = {"raw": "floor", "composite": "floor composite"}  # output: the label the floor's set is scored under
