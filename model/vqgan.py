@@ -1,8 +1,9 @@
 """Stage 1: the lab's VQGAN (encoder, codebook, decoder) and its PatchGAN discriminator.
 
-Key- and math-compatible with the lab's `VQGAN.pt`: same module tree (`encoder.model.N…`,
-`quant_conv`, `codebook.embedding`, `post_quant_conv`, `decoder.model.N…`), same computation.
-Widths and sizes come from `VQGANConfig`, so a small model can be trained on a CPU.
+With `VQGANConfig`'s defaults, key- and math-compatible with the lab's `VQGAN.pt`: same module tree
+(`encoder.model.N…`, `quant_conv`, `codebook.embedding`, `post_quant_conv`, `decoder.model.N…`), same
+computation. The widths, the blocks per level, where the resolution changes and where attention sits are
+knobs of the config, so a model that learns in minutes on a CPU is the same code.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 # Per-channel normalisation of the lab's train/val loader; VQGAN.pt expects images normalised so.
 MEAN = (0.4816, 0.4324, 0.3845)
 STD = (0.2602, 0.2518, 0.2537)
+RESAMPLES = ("conv", "patch")  # VQGANConfig.resample
 
 
 @dataclass
@@ -29,10 +31,35 @@ class VQGANConfig:
     num_codebook_vectors: int = 1024
     beta: float = 0.25
     norm_groups: int = 32   # GroupNorm groups (the lab: 32); narrow models need fewer, see GroupNorm
+    enc_blocks: int = 2     # residual blocks per encoder channel transition (the lab: 2)
+    dec_blocks: int = 3     # residual blocks per decoder channel group (the lab: 3)
+    latent_attention: bool = True  # decoder attention after every block at the latent resolution (the lab's);
+                                   # False: attention only in the bottleneck
+    resample: str = "conv"  # conv: strided and upsampling convs between channel groups (the lab's) | patch:
+                            # the image folded into patches at the start and unfolded at the end, every block
+                            # at the latent resolution
 
     @property
     def n_down(self) -> int:
         return int(math.log2(self.img_resolution // self.latent_resolution))
+
+    @property
+    def patch(self) -> int:
+        return self.img_resolution // self.latent_resolution
+
+    def __post_init__(self):
+        if self.resample not in RESAMPLES:
+            raise ValueError(f"resample: expected one of {', '.join(RESAMPLES)}, got {self.resample!r}")
+        for name in ("enc_blocks", "dec_blocks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
+        if self.resample == "conv":  # the resolution halves every other transition, counted from the bottleneck
+            need = 2 * self.n_down - 1
+            for name, chs, have in (("enc_channels", self.enc_channels, len(self.enc_channels) - 1),
+                                    ("dec_channels", self.dec_channels, len(self.dec_channels))):
+                if have < need:
+                    raise ValueError(f"{name}: {list(chs)} gives {have} channel groups; {self.n_down} resolution "
+                                     f"changes (one every other group) need at least {need}")
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -133,12 +160,17 @@ class Encoder(nn.Module):
         super().__init__()
         ch = cfg.enc_channels
         n_trans = len(ch) - 1
-        # The lab halves the resolution after the last transitions, every other one (3rd and 5th).
-        down_after = {n_trans - 1 - 2 * i for i in range(cfg.n_down)}
+        # conv: the resolution halves after the last transition and every other one before it (the lab: the
+        # 3rd and 5th of five); patch: the image comes in as patches, at the latent resolution already.
+        down_after = {n_trans - 1 - 2 * i for i in range(cfg.n_down)} if cfg.resample == "conv" else set()
         g = cfg.norm_groups
-        layers = [nn.Conv2d(cfg.image_channels, ch[0], 3, 1, 1)]
+        if cfg.resample == "patch":
+            layers = [nn.PixelUnshuffle(cfg.patch), nn.Conv2d(cfg.image_channels * cfg.patch**2, ch[0], 3, 1, 1)]
+        else:
+            layers = [nn.Conv2d(cfg.image_channels, ch[0], 3, 1, 1)]
         for i in range(n_trans):
-            layers += [ResidualBlock(ch[i], ch[i + 1], g), ResidualBlock(ch[i + 1], ch[i + 1], g)]
+            layers.append(ResidualBlock(ch[i], ch[i + 1], g))
+            layers += [ResidualBlock(ch[i + 1], ch[i + 1], g) for _ in range(cfg.enc_blocks - 1)]
             if i in down_after:
                 layers.append(DownSampleBlock(ch[i + 1]))
         top = ch[-1]
@@ -154,26 +186,32 @@ class Decoder(nn.Module):
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         ch = list(reversed(cfg.dec_channels))
-        # The lab doubles the resolution after the 1st and 3rd channel groups.
-        up_after = {2 * i for i in range(cfg.n_down)}
+        # conv: the resolution doubles after the 1st group and every other one after it (the lab: the 1st
+        # and 3rd of five); patch: the last conv emits each latent position's patch, unfolded at the end.
+        up_after = {2 * i for i in range(cfg.n_down)} if cfg.resample == "conv" else set()
         c, g = ch[0], cfg.norm_groups
         layers = [nn.Conv2d(cfg.latent_dim, c, 3, 1, 1), ResidualBlock(c, c, g), NonLocalBlock(c, g),
                   ResidualBlock(c, c, g)]
         resolution = cfg.latent_resolution
         for i, out in enumerate(ch):
-            for _ in range(3):
+            for _ in range(cfg.dec_blocks):
                 layers.append(ResidualBlock(c, out, g))
                 c = out
-                if resolution == cfg.latent_resolution:
+                if cfg.latent_attention and resolution == cfg.latent_resolution:
                     layers.append(NonLocalBlock(c, g))
             if i in up_after:
                 layers.append(UpSampleBlock(c))
                 resolution *= 2
-        layers += [GroupNorm(c, g), nn.Conv2d(c, cfg.image_channels, 3, 1, 1)]
+        if cfg.resample == "patch":
+            layers += [GroupNorm(c, g), nn.Conv2d(c, cfg.image_channels * cfg.patch**2, 3, 1, 1)]
+            self.unfold = nn.PixelShuffle(cfg.patch)
+        else:
+            layers += [GroupNorm(c, g), nn.Conv2d(c, cfg.image_channels, 3, 1, 1)]
+            self.unfold = nn.Identity()
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.model(x)
+        return self.unfold(self.model(x))
 
 
 def nearest_entry(vectors: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
@@ -230,7 +268,7 @@ class VQGAN(nn.Module):
         return z_q, indices.view(x.shape[0], -1), q_loss
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(self.decode_features(z_q))
+        return self.decoder.unfold(self.last_layer(self.decode_features(z_q)))
 
     def decode_features(self, z_q: torch.Tensor) -> torch.Tensor:
         """The decoder up to its output conv (`last_layer`), which the adaptive GAN weight needs apart."""

@@ -131,6 +131,7 @@ SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp", "pow<k
 POS_INITS = ("normal", "sincos")  # model.transformer
 BLEND_CHOICES = ("paste", "poisson")  # model.blend
 CONFIDENCES = ("lab", "maskgit")  # model.iterative_decode
+RESAMPLES = ("conv", "patch")  # model.vqgan
 
 
 def _is_int(v) -> bool:
@@ -252,7 +253,9 @@ SCHEMA: dict[str, Spec] = {
     "data.max_extract_gb": Real(0, above=True), "data.max_extract_ratio": Real(1),
     "vqgan.checkpoint": File(), "vqgan.enc_channels": ListOf(Int()), "vqgan.dec_channels": ListOf(Int()),
     "vqgan.latent_dim": Int(), "vqgan.num_codebook_vectors": Int(2, 32767),  # tokens are stored as int16
-    "vqgan.norm_groups": Int(), "vqgan.beta": Real(0), "vqgan.steps": Int(), "vqgan.batch_size": Int(),
+    "vqgan.norm_groups": Int(), "vqgan.enc_blocks": Int(), "vqgan.dec_blocks": Int(),
+    "vqgan.latent_attention": OneOf(True, False), "vqgan.resample": OneOf(*RESAMPLES), "vqgan.beta": Real(0),
+    "vqgan.steps": Int(), "vqgan.batch_size": Int(),
     "vqgan.lr": Real(0, above=True), "vqgan.warmup_steps": Int(0), "vqgan.l1_weight": Real(0),
     "vqgan.l2_weight": Real(0), "vqgan.disc_start": Int(0), "vqgan.disc_weight": Real(0),
     "vqgan.feature_weight": Real(0), "vqgan.quantize_start": Int(0),

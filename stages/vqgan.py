@@ -31,7 +31,8 @@ from pipeline.runtime import autocast_for, compile_blocks, pick_device, seed_eve
 
 EVAL_IMAGES = 256
 VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
-ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups")
+ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups",
+             "enc_blocks", "dec_blocks", "latent_attention", "resample")
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -72,11 +73,18 @@ def adopt(path: Path) -> VQGAN:
     return model
 
 
-def train(p: dict, images: np.ndarray, val: torch.Tensor, device: torch.device,
+def architecture(p: dict) -> VQGANConfig:
+    """The stage-1 layout the `vqgan` parameters ask for, or a ConfigError naming the one that does not fit."""
+    try:
+        return VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
+    except ValueError as e:
+        raise ConfigError(f"vqgan.{e}") from None
+
+
+def train(p: dict, arch: VQGANConfig, images: np.ndarray, val: torch.Tensor, device: torch.device,
           data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict], dict]:
     """`val`: the uint8 images measured every `eval_every` steps, on `device`. Returns the model, the train
     and val log rows, and the reconstruction pictures of each validation."""
-    arch = VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
     seed_everything(p["seed"])
     model, disc = VQGAN(arch).to(device), Discriminator().to(device)
     if device.type == "cuda":
@@ -184,12 +192,13 @@ def reconstruction_metrics(model: VQGAN, images: torch.Tensor, quantize: bool = 
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
     p, device = cfg["vqgan"], pick_device(cfg["device"])
-    model = adopt(Path(p["checkpoint"])) if p["checkpoint"] else None  # checked before any long work
+    # Checked before any long work: the adopted file, or the layout to train.
+    model, arch = (adopt(Path(p["checkpoint"])), None) if p["checkpoint"] else (None, architecture(p))
     val = torch.from_numpy(load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
     log, val_log, pictures, t0 = [], [], {}, time.time()
     if model is None:
         train_images = load_array(PREPARED / "train.npy", "prepare")
-        model, log, val_log, pictures = train(p, train_images, val, device, cfg["data"])
+        model, log, val_log, pictures = train(p, arch, train_images, val, device, cfg["data"])
     model = model.to(device)
     metrics, recon = reconstruction_metrics(model, val)
     grid = image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])

@@ -73,8 +73,9 @@ def test_the_schema_covers_every_parameter_and_nothing_else():
 
 
 def test_the_schemas_choices_are_the_models():
-    from model import blend, iterative_decode, mask_schedule, transformer
+    from model import blend, iterative_decode, mask_schedule, transformer, vqgan
 
+    assert config.RESAMPLES == vqgan.RESAMPLES
     assert config.SCHEDULES == mask_schedule.SCHEDULES
     assert config.CONFIDENCES == iterative_decode.CONFIDENCES
     assert config.POS_INITS == transformer.POS_INITS

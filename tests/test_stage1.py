@@ -83,8 +83,12 @@ def test_bad_training_knobs_are_rejected_before_work(project):
                                ("vqgan.quantize_start=12",
                                 "vqgan.quantize_start is 12; expected an integer from 0 to 11"),
                                ("vqgan.decoder_only_from=3",
-                                "vqgan.decoder_only_from is 3; expected an integer from 4 to 11")):
-        err = project.fails("vqgan", *TINY, override)
+                                "vqgan.decoder_only_from is 3; expected an integer from 4 to 11"),
+                               ("vqgan.resample=pixel", "vqgan.resample is 'pixel'; expected one of conv, patch"),
+                               (("vqgan.resample=conv", "vqgan.enc_channels=[8, 8]"),
+                                "vqgan.enc_channels: [8, 8] gives 1 channel groups; 2 resolution changes (one "
+                                "every other group) need at least 3")):
+        err = project.fails("vqgan", *TINY, *([override] if isinstance(override, str) else override))
         assert expected in err and "Traceback" not in err
     assert not project.path("models", "vqgan").exists()
 
@@ -117,6 +121,18 @@ def test_training_lowers_reconstruction_error(project):
     assert [int(r["step"]) for r in val_rows] == [50, 100, 150, 200]
     assert float(val_rows[-1]["val_psnr"]) == metrics["val_psnr"]
     assert float(val_rows[-1]["val_psnr"]) > float(val_rows[0]["val_psnr"]) > psnr_before
+
+
+@pytest.mark.slow
+def test_the_quick_stage_1_reconstructs_the_synthetic_faces_past_20_db_in_300_steps(project):
+    """The quick profile's layout and recipe on the default data, its run cut to 300 steps. The lab-layout
+    recipe it replaced ended at 18.9 dB after its 240 steps, and no setting tried lifted that past 19.0 dB
+    (docs/studies.md); this one reaches about 20.9 dB."""
+    project.run("prepare")
+    project.run("vqgan", "vqgan.steps=300", "vqgan.eval_every=100")
+    metrics = json.loads(project.path("reports", "vqgan", "metrics.json").read_text())
+    assert metrics["val_psnr"] > 20.0, metrics["val_psnr"]
+    assert metrics["codebook_used"] > 256  # more codes than the old recipe's whole codebook
 
 
 def kill_after_checkpoint(project, stage, *overrides):
@@ -272,7 +288,8 @@ def test_vqgan_stage_starts_the_codebook_on_encoder_outputs_when_it_comes_on(mon
     monkeypatch.chdir(tmp_path)
     cfg = config.load([*TINY, "vqgan.steps=3", "vqgan.quantize_start=1"], path=REPO / "params.yaml")
     images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
-    vqgan_stage.train(cfg["vqgan"], images, torch.from_numpy(images[:4]), torch.device("cpu"), cfg["data"])
+    vqgan_stage.train(cfg["vqgan"], vqgan_stage.architecture(cfg["vqgan"]), images, torch.from_numpy(images[:4]),
+                      torch.device("cpu"), cfg["data"])
     assert seen == [(4 * cfg["vqgan"]["batch_size"] * 256, cfg["vqgan"]["latent_dim"])]
 
 
