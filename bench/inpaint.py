@@ -41,7 +41,7 @@ def run(device, images: int | None = None, T: int = 8, loop_images: int | None =
     transformer = BidirectionalTransformer(TransformerConfig()).to(device).eval()
     vqgan = VQGAN(VQGANConfig()).to(device).eval()
     net = torch.compile(transformer) if compile_model else transformer
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, "auto")
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(images, 3, 64, 64, device=device)
     mask = torch.rand(images, 256, device=device, generator=gen) < 0.4

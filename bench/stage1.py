@@ -58,7 +58,7 @@ def images_per_s(device, cfg, disc_start: int, batch: int, steps: int, precision
     x = torch.randn(batch, 3, 64, 64, device=device)
     if fast:
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = autocast_for(device) if fast else contextlib.nullcontext
+    autocast = autocast_for(device, "bf16") if fast else contextlib.nullcontext
     with cold_compile():
         first = timed(lambda: step(x, 1, autocast), device, warmup=0, repeat=1)
     return batch / timed(lambda: step(x, 1, autocast), device, warmup=1, repeat=steps), first

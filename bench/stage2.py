@@ -2,7 +2,7 @@
 
     python -m bench.stage2 [--batch 256] [--steps 5] [--compile] [--profile]
 
-Ours: tokens cached, bf16 autocast on CUDA, large batch, fused AdamW. Student-style: fp32, batch 16,
+Ours: tokens cached, bf16 autocast on CUDA and on CPUs with native bf16, large batch, fused AdamW. Student-style: fp32, batch 16,
 gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: PyTorch's counter
 on one training step of a meta-device model, as the other benchmarks count theirs: the weights' matmuls
 (6 x 72.2 M x 256) and the attention's own (the scores and their weighting of the values, 12 x layers x
@@ -24,7 +24,7 @@ from model.masking import mvtm_mask
 from model.mvtm import mvtm_loss
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from model.vqgan import VQGAN, VQGANConfig
-from pipeline.runtime import autocast_for, compile_blocks
+from pipeline.runtime import autocast_for, compile_blocks, resolve_precision
 
 
 def step_fn(model, opt, tokens, autocast):
@@ -63,7 +63,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
     if compiled:
         compile_blocks(model, (Block,))
     tokens = torch.randint(0, cfg.num_codebook_vectors, (batch, cfg.num_image_tokens), device=device)
-    step = step_fn(model, opt, tokens, autocast_for(device))
+    step = step_fn(model, opt, tokens, autocast_for(device, "auto"))
     with cold_compile():
         first = timed(step, device, warmup=0, repeat=1)
     sec = timed(step, device, warmup=1, repeat=steps)
@@ -72,7 +72,7 @@ def run(device: torch.device, batch: int | None = None, steps: int | None = None
             "tflops": round(flops * batch / sec / 1e12, 2),
             "epoch_12000_s": round(12000 / (batch / sec), 1), "compiled": compiled,
             "first_step_seconds": round(first, 1),
-            "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
+            "precision": resolve_precision(device, "auto")}
     if compiled:
         ours["attention_rewrites"] = attention_rewrites()  # 0: the figures are of our attention
     if device.type == "cuda":

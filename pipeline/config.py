@@ -230,6 +230,9 @@ class File(Spec):
         return value is None or isinstance(value, str) and Path(value).expanduser().is_file()
 
 
+PRECISIONS = ("auto", "bf16", "fp32")  # `precision`: see pipeline/runtime.py's resolve_precision
+
+
 class Device(Spec):
     expected = "auto, cpu, cuda or cuda:N"
 
@@ -243,7 +246,7 @@ TOK_INITS = ("normal", "codebook")  # `train.tok_init`
 
 SCHEMA: dict[str, Spec] = {
     "profile": Text(),  # its choices: the profiles in params.yaml (checked by `resolve`)
-    "device": Device(),
+    "device": Device(), "precision": OneOf(*PRECISIONS),
     "schedule": Schedule(), "T": Int(), "sweet_spot": Int(0),
     "sweep.schedule": ListOf(Schedule()), "sweep.T": ListOf(Int()), "sweep.sweet_spot": ListOf(Int(0)),
     "data.source": Text(), "data.sha256": Sha256(), "data.test_gt": File(), "data.seed": Int(0),

@@ -32,6 +32,7 @@ class DecodeInputs:
     blend: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (generated, known) → composites, as `inpaint.blend` says
     transformer: torch.nn.Module
     vqgan: VQGAN
+    autocast: Callable  # stage 2's precision (`autocast_for`)
 
 
 def load_inputs(cfg: dict, device: torch.device) -> DecodeInputs:
@@ -45,7 +46,8 @@ def load_inputs(cfg: dict, device: torch.device) -> DecodeInputs:
         token_mask=token_array("test_mask.npy"),
         masked=load_array(TEST / "masked.npy", "prepare"), gt=np.load(gt_path) if gt_path.exists() else None,
         blend=blender(cfg["inpaint"]["blend"], load_array(TEST / "mask64.npy", "prepare")),
-        transformer=load_transformer(device), vqgan=load_vqgan(device))
+        transformer=load_transformer(device), vqgan=load_vqgan(device),
+        autocast=autocast_for(device, cfg["precision"]))
 
 
 def decode(inputs: DecodeInputs, p: dict, schedule: str, T: int, sweet_spot: int, serials: list[int],
@@ -55,10 +57,9 @@ def decode(inputs: DecodeInputs, p: dict, schedule: str, T: int, sweet_spot: int
     of `picture_serials` among them, its decoding picture: the latent mask and the predicted image at every
     iteration."""
     transformer, device = inputs.transformer, inputs.device
-    autocast = autocast_for(device)
 
     def predict(tokens):
-        with autocast():
+        with inputs.autocast():
             return transformer(tokens)
 
     index = torch.as_tensor(serials, dtype=torch.long, device=device)

@@ -25,10 +25,26 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower
+    than fp32."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """bf16 or fp32, from the `precision` parameter: auto takes bf16 on CUDA and on CPUs with native bf16,
+    fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" or (device.type == "cpu" and native_bf16()) else "fp32"
+    return precision
+
+
+def autocast_for(device: torch.device, precision: str):
+    """A context factory: bf16 autocast where `resolve_precision` says bf16, else full precision. Matmuls and
+    convolutions run in bf16; norms, softmax statistics and losses stay fp32 (autocast's lists)."""
+    if resolve_precision(device, precision) == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 

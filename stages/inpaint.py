@@ -23,7 +23,7 @@ from pipeline.config import ConfigError, cli, run
 from pipeline.decoding import DecodeInputs, decode, load_inputs
 from pipeline.files import atomic_dir, save_json, save_numbered_pngs, save_png, write_resolved
 from pipeline.paths import RESULTS
-from pipeline.runtime import autocast_for, pick_device
+from pipeline.runtime import pick_device, resolve_precision
 from pipeline.vqgan_loader import decode_images
 
 
@@ -35,7 +35,7 @@ def warm_up(inputs: DecodeInputs, batch_size: int) -> None:
     """Untimed passes at every batch shape on a GPU, so no configuration's time holds the warm-up."""
     n = len(inputs.masked_tokens)
     for size in {min(batch_size, n), n % batch_size or batch_size}:
-        with torch.inference_mode(), autocast_for(inputs.device)():
+        with torch.inference_mode(), inputs.autocast():
             inputs.transformer(inputs.masked_tokens[:size])
         decode_images(inputs.vqgan, inputs.masked_tokens[:size], batch_size)
 
@@ -70,6 +70,7 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
                    "steps_run": sweet_spot or T, "images": len(raw), "decode_seconds": round(seconds["decode"], 3),
                    "images_per_s": round(len(raw) / seconds["decode"], 1), "device": str(device),
+                   "precision": resolve_precision(device, cfg["precision"]),
                    "primary": "composite" if p["composite"] else "raw",
                    **{f"{k}_seconds": round(v, 3) for k, v in seconds.items() if k != "decode"}}
         save_json(summary, out / "summary.json")

@@ -27,7 +27,7 @@ from pipeline.config import ConfigError, StageFailed, cli, run
 from pipeline.files import atomic_dir, load_array, require, write_resolved
 from pipeline.live import log_rows, open_live, write_logs
 from pipeline.paths import TOKENS, TRAIN_REPORTS as REPORTS, TRANSFORMER as OUT, VQGAN
-from pipeline.runtime import autocast_for, compile_blocks, pick_device, seed_everything
+from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_precision, seed_everything
 
 ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
 
@@ -102,7 +102,7 @@ def train(cfg: dict) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if p["compile"] == "regional":
         compile_blocks(model, (Block,))
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, cfg["precision"])
 
     def save(at_step):
         checkpoints.save_checkpoint(ckpt_path, step=at_step, model=model.state_dict(), opt=opt.state_dict(),
@@ -156,7 +156,8 @@ def train(cfg: dict) -> dict:
                "best_val_hole_loss": round(best["val_hole_loss"], 5), "epochs": p["epochs"], "steps": total,
                "processes": world, "images_per_s": round(seen / elapsed, 1) if seen else None,
                "steady_images_per_s": steady_rate(epoch_ends, steps_per_epoch * p["batch_size"] * world),
-               "device": str(device), "parameters": sum(t.numel() for t in model.parameters())}
+               "device": str(device), "precision": resolve_precision(device, cfg["precision"]),
+               "parameters": sum(t.numel() for t in model.parameters())}
     with atomic_dir(OUT) as out:
         torch.save(best_state, out / "transformer.pt")
         torch.save(model.state_dict(), out / "last.pt")

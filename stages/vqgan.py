@@ -27,7 +27,7 @@ from pipeline.files import atomic_dir, load_array, write_resolved
 from pipeline.live import log_rows, open_live, write_logs
 from pipeline.paths import PREPARED, VQGAN as OUT, VQGAN_REPORTS as REPORTS
 from pipeline.pictures import image_grid
-from pipeline.runtime import autocast_for, compile_blocks, pick_device, seed_everything
+from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_precision, seed_everything
 
 EVAL_IMAGES = 256
 VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
@@ -82,9 +82,10 @@ def architecture(p: dict) -> VQGANConfig:
 
 
 def train(p: dict, arch: VQGANConfig, images: np.ndarray, val: torch.Tensor, device: torch.device,
-          data_cfg: dict) -> tuple[VQGAN, list[dict], list[dict], dict]:
-    """`val`: the uint8 images measured every `eval_every` steps, on `device`. Returns the model, the train
-    and val log rows, and the reconstruction pictures of each validation."""
+          data_cfg: dict, precision: str) -> tuple[VQGAN, list[dict], list[dict], dict]:
+    """`val`: the uint8 images measured every `eval_every` steps, on `device`; `precision`: the parameter
+    (`autocast_for`). Returns the model, the train and val log rows, and the reconstruction pictures of each
+    validation."""
     seed_everything(p["seed"])
     model, disc = VQGAN(arch).to(device), Discriminator().to(device)
     if device.type == "cuda":
@@ -124,7 +125,7 @@ def train(p: dict, arch: VQGANConfig, images: np.ndarray, val: torch.Tensor, dev
 
     # Restarts stop for the last fifth, so the decoder settles on the final codebook, or where it is frozen.
     restarts_end = min(0.8 * p["steps"], p["decoder_only_from"] or p["steps"])
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, precision)
     model.train(), disc.train()
     clock = checkpoints.CheckpointClock(p["checkpoint_every"], p["checkpoint_minutes"], p["steps"])
     bar = tqdm(range(start, p["steps"]), desc="vqgan", initial=start, total=p["steps"], mininterval=2.0)
@@ -198,14 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     log, val_log, pictures, t0 = [], [], {}, time.time()
     if model is None:
         train_images = load_array(PREPARED / "train.npy", "prepare")
-        model, log, val_log, pictures = train(p, arch, train_images, val, device, cfg["data"])
+        model, log, val_log, pictures = train(p, arch, train_images, val, device, cfg["data"], cfg["precision"])
     model = model.to(device)
     metrics, recon = reconstruction_metrics(model, val)
     grid = image_grid([val[:8].cpu().numpy(), recon[:8].cpu().numpy()])
     val_log.append({"step": p["steps"] if log else 0, "seconds": log[-1]["seconds"] if log else 0.0, "quantized": 1,
                     **{k: metrics[k] for k in VAL_LOG_KEYS}})  # seconds: of training, as the rows before
     metrics.update(source="adopted " + str(p["checkpoint"]) if p["checkpoint"] else "trained",
-                   seconds=round(time.time() - t0, 1), device=str(device))
+                   seconds=round(time.time() - t0, 1), device=str(device),
+                   precision=resolve_precision(device, cfg["precision"]) if log else None)
     with atomic_dir(OUT) as out:
         torch.save(model.cpu().state_dict(), out / "vqgan.pt")
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))

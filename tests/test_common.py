@@ -1,14 +1,15 @@
-"""The output helpers every stage writes through: all or nothing, readable like any new file, and the
-numbered PNGs of the lab layout."""
+"""The helpers every stage shares: output written all or nothing, readable like any new file, the numbered
+PNGs of the lab layout; the cores and the precision a stage runs with."""
 import os
 import stat
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.files import atomic_dir, atomic_file, save_numbered_pngs
-from pipeline.runtime import usable_cores
+from pipeline.runtime import autocast_for, resolve_precision, usable_cores
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -91,3 +92,40 @@ def test_usable_cores_follow_the_affinity_not_the_host():
     finally:
         os.sched_setaffinity(0, allowed)
     assert usable_cores() == len(allowed)
+
+
+def cpuinfo_has_native_bf16() -> bool:
+    """The kernel's own list of CPU flags, read apart from torch."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs Linux's /proc/cpuinfo")
+def test_auto_precision_takes_bf16_exactly_where_the_cpu_has_bf16_instructions():
+    assert resolve_precision(torch.device("cpu"), "auto") == ("bf16" if cpuinfo_has_native_bf16() else "fp32")
+
+
+@pytest.mark.parametrize("caps, expected", [({}, "fp32"), ({"avx512_bf16": False, "amx_bf16": False}, "fp32"),
+                                            ({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16")])
+def test_auto_precision_follows_the_cpu_and_is_always_bf16_on_cuda(monkeypatch, caps, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, "auto") == expected
+    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
+    assert resolve_precision(cpu, "fp32") == "fp32" and resolve_precision(cpu, "bf16") == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_autocast_runs_matmuls_in_the_precision_asked_for(precision):
+    a, b = torch.randn(64, 96, dtype=torch.float64), torch.randn(96, 32, dtype=torch.float64)
+    with autocast_for(torch.device("cpu"), precision)():
+        out = a.float() @ b.float()
+    if precision == "fp32":
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), a.float().double() @ b.float().double(), rtol=1e-5, atol=1e-5)
+    else:  # the inputs rounded to bf16, multiplied with fp32 accumulation, the product rounded to bf16
+        assert out.dtype == torch.bfloat16
+        reference = a.to(torch.bfloat16).double() @ b.to(torch.bfloat16).double()
+        torch.testing.assert_close(out.double(), reference, rtol=2 ** -7, atol=1e-2)
+        assert not torch.equal(out.double(), (a.float() @ b.float()).double())

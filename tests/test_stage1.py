@@ -289,7 +289,7 @@ def test_vqgan_stage_starts_the_codebook_on_encoder_outputs_when_it_comes_on(mon
     cfg = config.load([*TINY, "vqgan.steps=3", "vqgan.quantize_start=1"], path=REPO / "params.yaml")
     images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
     vqgan_stage.train(cfg["vqgan"], vqgan_stage.architecture(cfg["vqgan"]), images, torch.from_numpy(images[:4]),
-                      torch.device("cpu"), cfg["data"])
+                      torch.device("cpu"), cfg["data"], cfg["precision"])
     assert seen == [(4 * cfg["vqgan"]["batch_size"] * 256, cfg["vqgan"]["latent_dim"])]
 
 

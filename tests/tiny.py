@@ -2,6 +2,7 @@
 `-S` overrides the tests run."""
 
 TINY = [
+    "precision=fp32",  # the same arithmetic on every CPU, with bf16 instructions or without
     "data.synthetic_count=240", "data.sizes.test=12",
     "vqgan.resample=conv", "vqgan.enc_blocks=2", "vqgan.dec_blocks=3", "vqgan.latent_attention=true",  # the lab's layout
     "vqgan.enc_channels=[8, 8, 8, 8, 16, 16]", "vqgan.dec_channels=[8, 8, 8, 16, 16]", "vqgan.latent_dim=16",
