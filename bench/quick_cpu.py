@@ -1,12 +1,14 @@
-"""bf16 autocast against fp32 on this machine, at the quick profile's sizes (params.yaml): a stage-1 training
-step, a stage-2 training step, one stage-2 forward over a decoding batch, and one Inception batch of FID.
+"""What the quick profile's steps cost on this CPU (its sizes from params.yaml), in two comparisons:
 
-    python -m bench.precision [--rounds 5] [--out precision.json]
+- bf16 autocast against fp32: a stage-1 training step, a stage-2 training step, one stage-2 forward over a
+  decoding batch, and Inception's features of 64 images, with how far its bf16 features lie from the fp32 ones
+  (the largest difference over the largest feature): why FID stays fp32;
+- Inception's fp32 features of 64 images at several batch sizes, and whether they equal batch 64's.
 
-Random weights and inputs. The two precisions alternate within every round, so both see the same load on a
-shared CPU; the figures are each one's median over the rounds and their ratio. Inception also reports how far
-its bf16 features lie from the fp32 ones (the largest difference over the largest feature), which is why FID
-stays fp32.
+    python -m bench.quick_cpu [--rounds 5] [--out quick_cpu.json]
+
+Random weights and inputs. The variants of a comparison alternate within every round, so all see the same load
+on a shared CPU; the figures are each one's median over the rounds, and their ratio.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import machine, sync
+from bench.common import machine
 from model.fid import load_inception, preprocess
 from model.mvtm import make_optimizer, mvtm_loss
 from model.masking import mvtm_mask
@@ -73,16 +75,27 @@ def stage2_forward(t: dict, batch: int, device):
     return forward, batch
 
 
-def inception(batch: int, device):
-    net = load_inception(device)
-    x = preprocess(torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, device=device))
-    features = {}
+def inception(net, x: torch.Tensor, batch: int, precision: str, device) -> torch.Tensor:
+    """Features of `x` (preprocessed) in batches of `batch`."""
+    with torch.inference_mode(), torch.jit.optimized_execution(False), autocast_for(device, precision)():
+        return torch.cat([net(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 
-    @torch.inference_mode()
-    def forward(precision):
-        with torch.jit.optimized_execution(False), autocast_for(device, precision)():
-            features[precision] = net(x).float()
-    return forward, batch, features
+
+def medians(seconds: dict) -> dict:
+    return {k: float(np.median(v)) for k, v in seconds.items()}
+
+
+def interleaved(fns: dict, rounds: int) -> dict:
+    """{name: [seconds of each round]}, every fn called once a round in turn, after one untimed call each."""
+    for fn in fns.values():
+        fn()
+    seconds = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
 
 
 def main():
@@ -90,33 +103,27 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     a = parser.parse_args()
-    device = torch.device("cpu")
-    cfg = load()
+    device, cfg = torch.device("cpu"), load()
     torch.manual_seed(0)
-    eval_batch = cfg["evaluate"]["batch_size"]
-    fid, fid_batch, fid_features = inception(eval_batch, device)
+    net = load_inception(device)
+    x = preprocess(torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8))
     cases = {"stage-1 step": stage1_step(cfg["vqgan"], device), "stage-2 step": stage2_step(cfg["train"], device),
              "stage-2 forward": stage2_forward(cfg["train"], min(cfg["inpaint"]["batch_size"], 64), device),
-             "Inception": (fid, fid_batch)}
-    for fn, _ in cases.values():  # warm-up: the first call of each kind allocates and picks kernels
-        for p in PRECISIONS:
-            fn(p)
-    seconds = {name: {p: [] for p in PRECISIONS} for name in cases}
-    for _ in range(a.rounds):
-        for name, (fn, _) in cases.items():
-            for p in PRECISIONS:
-                sync(device)
-                t0 = time.perf_counter()
-                fn(p)
-                sync(device)
-                seconds[name][p].append(time.perf_counter() - t0)
-    fp32, bf16 = fid_features["fp32"], fid_features["bf16"]
-    results = {"machine": machine(device), "native_bf16": native_bf16(), "rounds": a.rounds, "cases": {}}
-    for name, (_, images) in cases.items():
-        med = {p: float(np.median(seconds[name][p])) for p in PRECISIONS}
-        results["cases"][name] = {"images": images, **{f"{p}_images_per_s": round(images / med[p], 1) for p in PRECISIONS},
-                                  "bf16_over_fp32_seconds": round(med["bf16"] / med["fp32"], 3)}
+             "Inception": (lambda precision: inception(net, x, 64, precision, device), len(x))}
+    results = {"machine": machine(device), "native_bf16": native_bf16(), "rounds": a.rounds, "precision": {}}
+    for name, (fn, images) in cases.items():
+        med = medians(interleaved({p: (lambda p=p: fn(p)) for p in PRECISIONS}, a.rounds))
+        results["precision"][name] = {"images": images,
+                                      **{f"{p}_images_per_s": round(images / med[p], 1) for p in PRECISIONS},
+                                      "bf16_over_fp32_seconds": round(med["bf16"] / med["fp32"], 3)}
+    fp32, bf16 = (inception(net, x, 64, p, device) for p in PRECISIONS)
     results["inception_bf16_feature_error"] = round(float((bf16 - fp32).abs().max() / fp32.abs().max()), 4)
+    batches = (1, 2, 4, 8, 16, 32, 64)
+    med = medians(interleaved({b: (lambda b=b: inception(net, x, b, "fp32", device)) for b in batches}, a.rounds))
+    results["inception_fp32_batch"] = {
+        str(b): {"seconds_per_64": round(med[b], 2), "over_batch_64": round(med[b] / med[64], 3),
+                 "features_equal_batch_64": bool(torch.equal(inception(net, x, b, "fp32", device), fp32))}
+        for b in batches}
     print(json.dumps(results, indent=2))
     if a.out:
         with open(a.out, "w") as f:
