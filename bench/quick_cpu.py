@@ -20,24 +20,23 @@ import numpy as np
 import torch
 
 from bench.common import machine
+from bench.stage2 import step_fn
 from model.fid import load_inception, preprocess
-from model.mvtm import make_optimizer, mvtm_loss
-from model.masking import mvtm_mask
+from model.mvtm import make_optimizer
 from model.transformer import BidirectionalTransformer, TransformerConfig
-from model.vqgan import VQGAN, Discriminator, VQGANConfig
+from model.vqgan import VQGAN, Discriminator
 from model.vqgan_training import Stage1Step
 from pipeline.config import load
 from pipeline.runtime import autocast_for, native_bf16
+from stages.train import ARCH_KEYS
+from stages.vqgan import architecture
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def stage1_step(v: dict, device):
     """A generator step of the quick profile's stage 1 (no discriminator: the quick profile never turns it on)."""
-    arch = VQGANConfig(**{k: v[k] for k in ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors",
-                                           "norm_groups", "enc_blocks", "dec_blocks", "latent_attention",
-                                           "resample")})
-    model, disc = VQGAN(arch).to(device), Discriminator().to(device)
+    model, disc = VQGAN(architecture(v)).to(device), Discriminator().to(device)
     step = Stage1Step(model, disc, torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters()),
                       {**v, "disc_start": 10**9, "quantize_start": 0})
     x = torch.rand(v["batch_size"], 3, 64, 64, device=device) * 2 - 1
@@ -45,23 +44,15 @@ def stage1_step(v: dict, device):
 
 
 def transformer(t: dict, device) -> BidirectionalTransformer:
-    cfg = TransformerConfig(dim=t["dim"], n_layers=t["n_layers"], hidden_dim=t["hidden_dim"], n_heads=t["n_heads"])
-    return BidirectionalTransformer(cfg).to(device)
+    return BidirectionalTransformer(TransformerConfig(**{k: t[k] for k in ARCH_KEYS})).to(device)
 
 
 def stage2_step(t: dict, device):
     model = transformer(t, device)
     opt = make_optimizer(model, 1e-3, 0.01)
     tokens = torch.randint(0, model.cfg.num_codebook_vectors, (t["batch_size"], 256), device=device)
-
-    def step(precision):
-        mask = mvtm_mask(*tokens.shape, device=device)
-        with autocast_for(device, precision)():
-            loss = mvtm_loss(model, tokens, mask, model.cfg.mask_token)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step, t["batch_size"]
+    steps = {p: step_fn(model, opt, tokens, autocast_for(device, p)) for p in PRECISIONS}  # one model, both precisions
+    return lambda precision: steps[precision](), t["batch_size"]
 
 
 def stage2_forward(t: dict, batch: int, device):

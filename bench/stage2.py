@@ -2,11 +2,11 @@
 
     python -m bench.stage2 [--batch 256] [--steps 5] [--compile] [--profile]
 
-Ours: tokens cached, bf16 autocast on CUDA and on CPUs with native bf16, large batch, fused AdamW. Student-style: fp32, batch 16,
-gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per image: PyTorch's counter
-on one training step of a meta-device model, as the other benchmarks count theirs: the weights' matmuls
-(6 x 72.2 M x 256) and the attention's own (the scores and their weighting of the values, 12 x layers x
-256² x width), 119.9 GFLOP at lab size, where 6 x parameters x 256 gives 111.7.
+Ours: tokens cached, bf16 autocast on CUDA and on CPUs with native bf16, large batch, fused AdamW.
+Student-style: fp32, batch 16, gradient accumulation 10, and the VQGAN encoder run on every batch. FLOPs per
+image: PyTorch's counter on one training step of a meta-device model, as the other benchmarks count theirs:
+the weights' matmuls (6 x 72.2 M x 256) and the attention's own (the scores and their weighting of the values,
+12 x layers x 256² x width), 119.9 GFLOP at lab size, where 6 x parameters x 256 gives 111.7.
 Ours also reports its first step's seconds: with --compile, mostly compilation, and cold (Inductor's caches
 off, so a `train` run before on the machine does not shorten it); --profile adds where its step's time
 goes (matmuls, softmax, dropout, layer norm, ...; `bench.common.time_by_kind`).
