@@ -217,8 +217,8 @@ class Decoder(nn.Module):
 def nearest_entry(vectors: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
     """For each of `vectors` (N, D), the index of its nearest row of `entries` (K, D) by squared L2."""
     vectors, entries = vectors.float(), entries.float()
-    d = (vectors**2).sum(1, keepdim=True) + (entries**2).sum(1) - 2 * vectors @ entries.t()
-    return d.argmin(dim=1)
+    # ‖v‖² is the same for every entry of a row, so the argmin needs only ‖e‖² − 2 v·e: one fused addmm.
+    return torch.addmm((entries**2).sum(1), vectors, entries.t(), alpha=-2).argmin(dim=1)
 
 
 class Codebook(nn.Module):

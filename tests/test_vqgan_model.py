@@ -49,3 +49,19 @@ def scattered_codebook(model: VQGAN, seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(k, d, generator=gen) * torch.logspace(-1, 1, k)[torch.randperm(k, generator=gen), None]
     model.codebook.embedding.weight.data.copy_(w)
+
+
+def test_the_codebook_picks_each_vectors_nearest_entry_by_euclidean_distance():
+    cfg = VQGANConfig(enc_channels=[16], dec_channels=[16], latent_dim=8, num_codebook_vectors=512, norm_groups=4,
+                      enc_blocks=1, dec_blocks=1, latent_attention=False, resample="patch")
+    model = VQGAN(cfg)
+    scattered_codebook(model)
+    z = torch.randn(4, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 3
+    got = model.codebook.nearest(z)
+    # float64 brute force: every distance, then the smallest; near-ties (float32 rounding) left out
+    d = torch.cdist(z.permute(0, 2, 3, 1).reshape(-1, 8).double(), model.codebook.embedding.weight.double())
+    two = d.topk(2, dim=1, largest=False).values
+    sure = two[:, 1] - two[:, 0] > 1e-4
+    assert sure.float().mean() > 0.99
+    assert torch.equal(got[sure], d.argmin(dim=1)[sure])
+
