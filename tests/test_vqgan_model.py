@@ -64,4 +64,3 @@ def test_the_codebook_picks_each_vectors_nearest_entry_by_euclidean_distance():
     sure = two[:, 1] - two[:, 0] > 1e-4
     assert sure.float().mean() > 0.99
     assert torch.equal(got[sure], d.argmin(dim=1)[sure])
-
