@@ -3,7 +3,9 @@
 - bf16 autocast against fp32: a stage-1 training step, a stage-2 training step, one stage-2 forward over a
   decoding batch, and Inception's features of 64 images, with how far its bf16 features lie from the fp32 ones
   (the largest difference over the largest feature): why FID stays fp32;
-- Inception's fp32 features of 64 images at several batch sizes, and whether they equal batch 64's.
+- Inception's fp32 features of 64 images at several batch sizes, and whether they equal batch 64's;
+- stage 1's codebook lookup (`nearest_entry`) for one training batch against the full distance expansion
+  ‖v‖² + ‖e‖² − 2 v·e, at the profile's codebook size and four times it, and how often their indices agree.
 
     python -m bench.quick_cpu [--rounds 5] [--out quick_cpu.json]
 
@@ -24,7 +26,7 @@ from bench.stage2 import step_fn
 from model.fid import load_inception, preprocess
 from model.mvtm import make_optimizer
 from model.transformer import BidirectionalTransformer, TransformerConfig
-from model.vqgan import VQGAN, Discriminator, VQGANConfig
+from model.vqgan import VQGAN, Discriminator, VQGANConfig, nearest_entry
 from model.vqgan_training import Stage1Step
 from pipeline.config import load
 from pipeline.runtime import autocast_for, native_bf16
@@ -74,6 +76,11 @@ def inception(net, x: torch.Tensor, batch: int, precision: str, device) -> torch
         return torch.cat([net(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 
 
+def full_expansion(vectors: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+    """The textbook nearest entry, every squared distance formed: what `nearest_entry` is timed against."""
+    return ((vectors**2).sum(1, keepdim=True) + (entries**2).sum(1) - 2 * vectors @ entries.t()).argmin(dim=1)
+
+
 def medians(seconds: dict) -> dict:
     return {k: float(np.median(v)) for k, v in seconds.items()}
 
@@ -117,6 +124,19 @@ def main():
         str(b): {"seconds_per_64": round(med[b], 2), "over_batch_64": round(med[b] / med[64], 3),
                  "features_equal_batch_64": bool(torch.equal(inception(net, x, b, "fp32", device), fp32))}
         for b in batches}
+    v = cfg["vqgan"]
+    vectors = torch.randn(v["batch_size"] * 256, v["latent_dim"])  # one batch's encoder outputs at 16x16
+    results["codebook_lookup"] = {}
+    for codes in (v["num_codebook_vectors"], 4 * v["num_codebook_vectors"]):
+        entries = torch.randn(codes, v["latent_dim"])
+        lookups = {"full_expansion": lambda: full_expansion(vectors, entries),
+                   "nearest_entry": lambda: nearest_entry(vectors, entries)}
+        med = medians(interleaved(lookups, 10 * a.rounds))
+        results["codebook_lookup"][str(codes)] = {
+            "vectors": len(vectors), **{f"{k}_ms": round(1e3 * t, 2) for k, t in med.items()},
+            "ratio": round(med["nearest_entry"] / med["full_expansion"], 3),
+            "indices_agree": round(float((full_expansion(vectors, entries) == nearest_entry(vectors, entries))
+                                         .float().mean()), 5)}
     print(json.dumps(results, indent=2))
     if a.out:
         with open(a.out, "w") as f:
