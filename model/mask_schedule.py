@@ -14,9 +14,10 @@ SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp", "pow<k
 
 
 def check_schedule(name: str) -> str:
-    if name in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", str(name)):
+    if name in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", str(name)) and float(name[3:]) > 0:
         return name
-    raise ValueError(f"unknown mask schedule {name!r}; valid: {', '.join(SCHEDULES)} (e.g. pow3)")
+    raise ValueError(f"unknown mask schedule {name!r}; valid: {', '.join(SCHEDULES)} (e.g. pow3; k > 0, so that "
+                     "γ(0) = 1: every token masked before the first step)")
 
 
 def mask_schedule(r, name: str = "cosine"):

@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from pipeline.paths import PARAMS
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 floats, as DVC reads params.yaml: `1e-4` is a number, not the string '1e-4'."""
+PATH_KEYS = ("data.source", "data.test_gt", "vqgan.checkpoint")  # taken as written with -S, not read as YAML
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
-               r"|^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."),
-)
+def _plain(node):
+    """ruamel's round-trip containers and scalars as plain dicts, lists, ints, floats and strings."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    for kind in (bool, int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
 
 
 def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+    """YAML 1.2, as DVC reads params.yaml (`1e-4` a number, `on` a text); a duplicated key is an error."""
+    return _plain(YAML(typ="rt", pure=True).load(text))
 
 
 class ConfigError(ValueError):
@@ -48,7 +53,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r}: expected KEY=VALUE, e.g. -S T=12")
-        parsed = _yaml(value) if value != "" else None
+        if key.strip() in PATH_KEYS:  # a path as written: `#`, `2024`, `on` and undecodable bytes included
+            out[key.strip()] = None if value in ("", "null") else value
+            continue
+        try:
+            parsed = _yaml(value) if value != "" else None
+        except (YAMLError, UnicodeError) as e:
+            raise ConfigError(f"-S {key}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
         # Keep digit strings such as checksums ("00ab…", "0000…") as written.
         if isinstance(parsed, int) and not isinstance(parsed, bool) and str(parsed) != value.strip():
             parsed = value.strip()
@@ -96,10 +107,43 @@ def resolve(params: dict, overrides: dict[str, Any] | None = None) -> dict:
 
 
 def read_params(path: Path = PARAMS) -> dict:
-    """params.yaml as written (profiles included), read as DVC reads it."""
+    """params.yaml as written (profiles included), read as DVC reads it; its own mistakes (broken YAML, a
+    duplicated key, an empty file) are one line naming the file and the line."""
     if not path.exists():
         raise ConfigError(f"{path} not found: run the stages from the project root")
-    return _yaml(path.read_text())
+    try:
+        tree = YAML(typ="rt", pure=True).load(path.read_bytes().decode())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: {problem}; expected YAML as in the project's params.yaml") from None
+    if not isinstance(tree, dict) or not tree:
+        raise ConfigError(f"{path}: empty or not a mapping of parameters; expected the project's params.yaml")
+    unknown = _undeclared(tree)
+    if unknown:
+        key, line = unknown
+        raise ConfigError(f"{path} line {line}: {key!r} is not a parameter (a typo?); the parameters are the "
+                          "keys of SCHEMA in pipeline/config.py")
+    return _plain(tree)
+
+
+def _undeclared(tree, prefix: str = "") -> tuple[str, int] | None:
+    """The first key of a params.yaml tree (ruamel's, with line numbers) that SCHEMA does not declare, and its
+    line; the `profiles` block is checked when a profile is resolved."""
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if name == "profiles":
+            continue
+        if name not in SCHEMA and not any(k.startswith(name + ".") for k in SCHEMA):
+            return name, tree.lc.key(key)[0] + 1
+        if isinstance(value, dict) and name not in SCHEMA:
+            found = _undeclared(value, name + ".")
+            if found:
+                return found
+    return None
 
 
 def load(overrides: list[str] | None = None, path: Path = PARAMS) -> dict:
@@ -191,12 +235,13 @@ class OneOf(Spec):
 
 
 class Schedule(Spec):
-    expected = f"a mask schedule: one of {', '.join(SCHEDULES)} (e.g. pow3)"
+    expected = (f"a mask schedule: one of {', '.join(SCHEDULES)} (e.g. pow3; k > 0, so that γ(0) = 1: every token "
+                "masked before the first step)")
 
     def ok(self, value) -> bool:
         if not isinstance(value, str):
             return False
-        return value in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", value) is not None
+        return value in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", value) is not None and float(value[3:]) > 0
 
 
 class ListOf(Spec):
@@ -292,6 +337,21 @@ def _fail(key: str, value, expected: str):
     raise ConfigError(f"{key} is {value!r}; expected {expected}")
 
 
+def config_name(schedule: str, T: int, sweet_spot: int) -> str:
+    """The folder name of a decoding configuration under results/inpaint/."""
+    return f"{schedule}-T{T}-s{sweet_spot}"
+
+
+def sweep_points(cfg: dict) -> list[tuple]:
+    """(schedule, T, sweet_spot, folder name) of every point of the `sweep` grid."""
+    return [(sc, T, sw, config_name(sc, T, sw))
+            for sc, T, sw in itertools.product(cfg["sweep"]["schedule"], cfg["sweep"]["T"], cfg["sweep"]["sweet_spot"])]
+
+
+def headline_point(cfg: dict) -> tuple:
+    return cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline"
+
+
 def _check_relations(cfg: dict) -> None:
     """The rules that tie one parameter to another."""
     v, d, t = cfg["vqgan"], cfg["data"], cfg["train"]
@@ -309,10 +369,8 @@ def _check_relations(cfg: dict) -> None:
             _fail("vqgan.norm_groups", v["norm_groups"], f"a divisor of every channel count (not of {odd[0]})")
     if t["dim"] % t["n_heads"]:
         raise ConfigError(f"train.dim {t['dim']} is not divisible by train.n_heads {t['n_heads']}")
-    points = [(cfg["schedule"], cfg["T"], cfg["sweet_spot"], "the headline (schedule, T, sweet_spot)")] + [
-        (sc, T, sw, "sweep point") for sc in cfg["sweep"]["schedule"] for T in cfg["sweep"]["T"]
-        for sw in cfg["sweep"]["sweet_spot"]]
-    for schedule, T, sweet_spot, where in points:  # each is checked alone by SCHEMA; here: sweet spot <= T
+    for schedule, T, sweet_spot, name in [headline_point(cfg)] + sweep_points(cfg):  # alone, each is SCHEMA's
+        where = "the headline (schedule, T, sweet_spot)" if name == "headline" else "sweep point"
         if sweet_spot > T:
             raise ConfigError(f"{where} {schedule}, T={T}, sweet spot={sweet_spot}: expected a sweet spot from 0 "
                               f"to T={T} (0 = run all T steps)")
@@ -327,6 +385,21 @@ def _check_device(name: str) -> None:
             _fail("device", name, f"auto or cpu: this machine has no CUDA GPU (torch {torch.__version__})")
         if ":" in name and int(name.split(":")[1]) >= count:
             _fail("device", name, f"cuda:0 to cuda:{count - 1} ({count} GPU(s) here)")
+
+
+def warn_lab_on_cpu(cfg: dict) -> None:
+    """The lab profile is sized for one GPU: on a CPU say what it costs, and go on."""
+    import sys
+
+    import torch
+
+    if cfg["profile"] == "lab" and (cfg["device"] == "cpu" or not torch.cuda.is_available()):
+        v = cfg["vqgan"]
+        what = ("" if v["checkpoint"] else f"its stage 1 alone, {v['steps']} steps of the lab's VQGAN at batch "
+                f"{v['batch_size']}, takes over a minute a step on a 2-core CPU ({v['steps'] / 60:.0f} hours or more); ")
+        print(f"warning: profile lab is sized for one GPU (about ten minutes there). On this CPU {what}stage 2 "
+              f"trains a 768-wide transformer for {cfg['train']['epochs']} epochs. Going on: the progress bars show "
+              "the time left. `profile: quick` runs the whole pipeline on a CPU in minutes.", file=sys.stderr)
 
 
 def check(cfg: dict) -> None:
@@ -354,6 +427,11 @@ def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tup
     args = parser.parse_args(argv)
     cfg = load(args.overrides)
     check(cfg)
+    warn_lab_on_cpu(cfg)
+    from pipeline.files import finish_publishing  # here: pipeline.files imports this module
+
+    if finish_publishing():
+        print("finished putting in place the outputs of a run that was killed while it moved them")
     return cfg, args
 
 

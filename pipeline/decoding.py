@@ -12,7 +12,8 @@ import torch
 from model.blend import blender
 from model.iterative_decode import image_generators, iterative_decode
 from model.vqgan import VQGAN
-from pipeline.files import load_array
+from pipeline.config import ConfigError
+from pipeline.lineage import Lineage
 from pipeline.paths import TEST, TOKENS
 from pipeline.pictures import decoding_picture
 from pipeline.runtime import autocast_for
@@ -33,21 +34,34 @@ class DecodeInputs:
     transformer: torch.nn.Module
     vqgan: VQGAN
     autocast: Callable  # stage 2's precision (`autocast_for`)
+    lineage: Lineage    # the files these were read from, checked
 
 
 def load_inputs(cfg: dict, device: torch.device) -> DecodeInputs:
-    gt_path = TEST / "gt.npy"
+    """The test set, its tokens and both models, each file checked (`Lineage.read`) before any is used."""
+    lineage = Lineage(cfg)
 
     def token_array(name):
-        return torch.from_numpy(load_array(TOKENS / name, "tokens")).to(device)
+        return torch.from_numpy(np.load(lineage.read(TOKENS / name, "tokens"))).to(device)
+
+    def test_array(name):
+        return np.load(lineage.read(TEST / name, "prepare"))
 
     return DecodeInputs(
         device=device, masked_tokens=token_array("test_masked.npy").long(), known_tokens=token_array("test_known.npy").long(),
         token_mask=token_array("test_mask.npy"),
-        masked=load_array(TEST / "masked.npy", "prepare"), gt=np.load(gt_path) if gt_path.exists() else None,
-        blend=blender(cfg["inpaint"]["blend"], load_array(TEST / "mask64.npy", "prepare")),
-        transformer=load_transformer(device), vqgan=load_vqgan(device),
-        autocast=autocast_for(device, cfg["precision"]))
+        masked=test_array("masked.npy"), gt=test_array("gt.npy") if (TEST / "gt.npy").exists() else None,
+        blend=blender(cfg["inpaint"]["blend"], test_array("mask64.npy")),
+        transformer=load_transformer(device, lineage), vqgan=load_vqgan(device, lineage),
+        autocast=autocast_for(device, cfg["precision"]), lineage=lineage)
+
+
+def check_serials(serials, count: int, what: str) -> None:
+    """Test image serials, each within the test set of `count` images; `what` names where they came from."""
+    wrong = [s for s in serials if not 0 <= s < count]
+    if wrong:
+        raise ConfigError(f"{what}: serial {wrong[0]} is out of range: the test set has {count} images "
+                          f"(serials 0 to {count - 1})")
 
 
 def decode(inputs: DecodeInputs, p: dict, schedule: str, T: int, sweet_spot: int, serials: list[int],

@@ -3,6 +3,7 @@ clear error for an input that an earlier stage has not made yet."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, StageFailed
 from pipeline.runtime import usable_cores
 
 
@@ -37,6 +38,32 @@ def remove_stale_temporaries(path: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def write_failure(path: Path, e: OSError) -> StageFailed | None:
+    """The one-line error for an OSError met while writing `path`'s temporary (a full disk, a read-only or
+    unwritable folder), or None for any other error."""
+    if e.errno in WRITE_ERRORS or (e.errno is None and "writ" in str(e)):
+        reason = e.strerror or str(e)
+        return StageFailed(f"could not write {path}: {reason}; nothing was replaced (is the disk full or the "
+                           "folder read-only?)")
+    return None
+
+
+def check_writable(*paths: Path) -> None:
+    """That each output can be written (its folder made and a file created in it), before any work."""
+    for path in map(Path, paths):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=TEMPORARY.format(name=path.name), dir=path.parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot write there ({e.strerror or e}); make {path.parent} writable "
+                              "before running this") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary folder beside `path`; on success it replaces `path`, on error it vanishes."""
@@ -46,6 +73,12 @@ def atomic_dir(path: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=TEMPORARY.format(name=path.name), dir=path.parent))
     try:
         yield tmp
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -67,9 +100,55 @@ def atomic_file(path: str | Path):
         yield Path(tmp)
         _as_if_created(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+PUBLISHING = Path(".publishing")  # a committed set of outputs not yet all moved into place (`published_together`)
+
+
+@contextlib.contextmanager
+def published_together(*paths: Path):
+    """Yield a staging folder in which to write each of `paths` (files or folders, relative to the project
+    root) at the same relative path. On success they replace their paths together: one rename of the staging
+    folder to PUBLISHING commits the set, then each is moved into place. A kill between the two leaves
+    PUBLISHING, which `finish_publishing` completes before the next command runs, so readers never keep a mix
+    of two runs' outputs. On error nothing is replaced."""
+    finish_publishing()
+    for stale in Path(".").glob(TEMPORARY.format(name=PUBLISHING.name) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=TEMPORARY.format(name=PUBLISHING.name), dir="."))
+    try:
+        yield staging
+        (staging / "paths.json").write_text(json.dumps([str(p) for p in paths if (staging / p).exists()]))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.replace(staging, PUBLISHING)  # the commit
+    finish_publishing()
+
+
+def finish_publishing() -> bool:
+    """Move a committed set of outputs (PUBLISHING) into place; whether there was one."""
+    if not (PUBLISHING / "paths.json").is_file():
+        return False
+    for name in json.loads((PUBLISHING / "paths.json").read_text()):
+        source, target = PUBLISHING / name, Path(name)
+        if not source.exists():  # moved before a kill
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        _as_if_created(source)
+        os.replace(source, target)
+    shutil.rmtree(PUBLISHING)
+    return True
 
 
 def save_torch(obj, path: str | Path) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 
 from model.fid import FrechetReference, inception_features, load_inception
 from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
-from pipeline.config import ConfigError
-from pipeline.files import atomic_file, content_key, require
+from pipeline.config import ConfigError, StageFailed
+from pipeline.files import atomic_file, content_key
+from pipeline.lineage import Lineage
 from pipeline.paths import FID_CACHE, FID_REFERENCE, TEST
 
 
@@ -20,12 +21,12 @@ class InceptionScores:
     set. KID comes with its jackknife standard error over the test images (model/kid.py); each scored set's
     leave-one-out values are kept by label, so a difference between two sets costs no second pass."""
 
-    def __init__(self, device, batch_size: int, test_key: str | None):
+    def __init__(self, device, batch_size: int, test_key: str | None, lineage: Lineage):
         """`test_key`: the content key of the test set's ground truth (None without one), which the reference
-        must be of."""
+        must be of; `lineage`: through which the reference is read."""
         self.used, self.leave_one_out = set(), {}
         self.computed, self.feature_seconds = 0, 0.0  # image sets sent through Inception (not cached), and their time
-        ref = np.load(require(FID_REFERENCE, "fid_reference"))
+        ref = np.load(lineage.read(FID_REFERENCE / "stats.npz", "fid_reference"))
         self.available = bool(ref["available"])
         if self.available and ("test_key" not in ref.files or str(ref["test_key"]) != test_key):
             raise ConfigError(f"{FID_REFERENCE} is not of the test images in {TEST}: run `fid_reference` again")
@@ -56,9 +57,13 @@ class InceptionScores:
             return {"fid": None, "kid": None, "kid_se": None}
         feats = self.features(images, label)
         value, loo = self.kid_reference.score(feats)
+        fid = self.reference.distance(feats)
+        if not (np.isfinite(fid) and np.isfinite(value)):
+            raise StageFailed(f"the scores of {label} are not numbers (FID {fid}, KID {value}) on {len(images)} "
+                              f"images: the test set is too small or degenerate; prepare a larger one")
         if loo is not None:
             self.leave_one_out[label] = value, loo
-        return {"fid": round(self.reference.distance(feats), 3), "kid": round(value * KID_SCALE, 3),
+        return {"fid": round(fid, 3), "kid": round(value * KID_SCALE, 3),
                 "kid_se": None if loo is None else round(jackknife_se(loo) * KID_SCALE, 3)}
 
     def kid_vs(self, label_a: str, label_b: str) -> tuple[float, float] | None:

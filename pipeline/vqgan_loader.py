@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from model.vqgan import VQGAN, VQGANConfig, denormalize
-from pipeline.files import require
+from pipeline.lineage import Lineage
 from pipeline.paths import VQGAN as VQGAN_FOLDER
 
 
-def load_vqgan(device, folder: Path = VQGAN_FOLDER) -> VQGAN:
-    """Stage 1 (the `vqgan` stage's output, or a copy of it in `folder`)."""
-    model = VQGAN(VQGANConfig(**json.loads(require(folder / "architecture.json", "vqgan").read_text())))
-    model.load_state_dict(torch.load(folder / "vqgan.pt", map_location="cpu", weights_only=True))
+def load_vqgan(device, lineage: Lineage, folder: Path = VQGAN_FOLDER) -> VQGAN:
+    """Stage 1 (the `vqgan` stage's output, or a copy of it in `folder`), its files read through `lineage`."""
+    arch = json.loads(lineage.read(folder / "architecture.json", "vqgan").read_text())
+    model = VQGAN(VQGANConfig(**arch))
+    model.load_state_dict(torch.load(lineage.read(folder / "vqgan.pt", "vqgan"), map_location="cpu", weights_only=True))
     return model.to(device).eval().requires_grad_(False)
 
 

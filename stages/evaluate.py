@@ -1,12 +1,14 @@
 """Stage `evaluate`: FID and KID of every inpainting configuration against the test set, into reports/.
 
-Reads data/fid/reference.npz (ground-truth features and statistics, the scores of held-out real images),
-results/inpaint/*/ and the baselines a user has without a model (the grey-hole input, OpenCV Telea and
+Reads data/fid/reference/stats.npz (ground-truth features and statistics, the scores of held-out real images),
+the folder under results/inpaint/ of each configuration the parameters name (the `sweep` grid and the headline;
+any other folder there is left out, and named), the baselines a user has without a model (the grey-hole input, OpenCV Telea and
 Navier-Stokes) plus the stage-1 floor (the VQGAN's reconstruction of the unmasked test images).
 Writes reports/comparison.csv and .md, reports/fid_vs_T.png, reports/fid_vs_sweet_spot.png,
 reports/plots/*.csv, reports/pictures/, reports/samples.png (the first test images through the best
 configuration, beside Telea and the ground truth), reports/metrics.json (the headline configuration's
-FID) and reports/README.md; results/leave_one_out.npz keeps every scored set's leave-one-out KID values, so
+FID), reports/README.md and reports/lineage.json; all of them replace the last run's together
+(`published_together`). results/leave_one_out.npz keeps every scored set's leave-one-out KID values, so
 that a later run scored on the same test images can be paired with this one:
 
     python -m stages.evaluate --against OTHER.npz   # this run's KIDs minus OTHER's, with paired errors
@@ -24,8 +26,9 @@ import torch
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import blender
 from pipeline import report
-from pipeline.config import ConfigError, cli, run
-from pipeline.files import atomic_dir, atomic_file, content_key, save_png
+from pipeline.config import ConfigError, cli, headline_point, run, sweep_points
+from pipeline.files import PUBLISHING, check_writable, content_key, published_together, save_png
+from pipeline.lineage import RECORD, Lineage
 from pipeline.paths import LEAVE_ONE_OUT, REPORTS, RESULTS, TEST, TOKENS
 from pipeline.pictures import image_grid
 from pipeline.runtime import pick_device
@@ -73,12 +76,27 @@ def floor_row(scores: InceptionScores, recon, masked, mask64, gt, blend: str) ->
             "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3)}
 
 
-def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
+def configured_folders(cfg: dict, lineage: Lineage) -> list[Path]:
+    """The results folder of every configuration the parameters name, each checked (`Lineage.read`); the other
+    folders under results/inpaint/ are named, and left out."""
+    points = sweep_points(cfg) + [headline_point(cfg)]
+    folders = [RESULTS / name for *_, name in points]
+    for folder in folders:
+        for name in ("summary.json", "raw.npy", "composite.npy"):
+            lineage.read(folder / name, "inpaint_headline" if folder.name == "headline" else "inpaint")
+    named = {folder.name for folder in folders}
+    others = sorted(p.name for p in RESULTS.iterdir() if p.is_dir() and p.name not in named
+                    and not p.name.startswith("."))  # a hidden folder is a killed run's temporary
+    if others:
+        print(f"evaluate: not scored, as neither the `sweep` grid nor the headline names them: "
+              f"{', '.join(others)} (under {RESULTS}/)")
+    return folders
+
+
+def configurations(scores: InceptionScores, folders: list[Path], mask64, gt) -> list[dict]:
     rows = []
-    # a hidden folder is a run's temporary (killed before it was complete): never a result
-    for folder in sorted(p for p in RESULTS.glob("*/summary.json") if not p.parent.name.startswith(".")):
-        s = json.loads(folder.read_text())
-        out = folder.parent
+    for out in folders:
+        s = json.loads((out / "summary.json").read_text())
         raw, comp = np.load(out / "raw.npy"), np.load(out / "composite.npy")
         rows.append({"name": s["name"], "kind": "headline" if s["name"] == "headline" else "sweep",
                      "schedule": s["schedule"], "T": s["T"], "sweet_spot": s["sweet_spot"],
@@ -87,8 +105,6 @@ def configurations(scores: InceptionScores, mask64, gt) -> list[dict]:
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3),
                      "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
                      "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
-    if not rows:
-        raise ConfigError(f"no inpainting results under {RESULTS}: run the `inpaint` stages first")
     return rows
 
 
@@ -113,11 +129,12 @@ def samples_picture(name: str, masked, telea, gt) -> np.ndarray:
     return image_grid(rows).repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
 
 
-def recon_floor(device, gt_tokens_path: Path, batch_size: int):
-    if not gt_tokens_path.exists():
+def recon_floor(device, lineage: Lineage, batch_size: int):
+    """The test images' own tokens decoded, or None where the test set has no ground truth."""
+    if not (TOKENS / "test_gt.npy").exists():
         return None
-    tokens = torch.from_numpy(np.load(gt_tokens_path).astype(np.int64)).to(device)
-    return decode_images(load_vqgan(device), tokens, batch_size)
+    tokens = torch.from_numpy(np.load(lineage.read(TOKENS / "test_gt.npy", "tokens")).astype(np.int64)).to(device)
+    return decode_images(load_vqgan(device, lineage), tokens, batch_size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,17 +146,24 @@ def main(argv: list[str] | None = None) -> None:
     cfg, a = cli(__doc__, args, argv)
     device = pick_device(cfg["device"])
     t0 = time.time()
-    masked, mask64 = np.load(TEST / "masked.npy"), np.load(TEST / "mask64.npy")
-    gt = np.load(TEST / "gt.npy") if (TEST / "gt.npy").exists() else None
+    check_writable(REPORTS / "README.md", LEAVE_ONE_OUT, PUBLISHING)
+    lineage = Lineage(cfg)
+
+    def test_array(name):
+        return np.load(lineage.read(TEST / name, "prepare"))
+
+    masked, mask64 = test_array("masked.npy"), test_array("mask64.npy")
+    gt = test_array("gt.npy") if (TEST / "gt.npy").exists() else None
     test_key = None if gt is None else content_key(gt)
     if a.against and test_key is None:
         raise ConfigError("--against: this test set has no ground truth, so no KID to compare")
     against = {path: load_leave_one_out(path, test_key) for path in a.against}  # checked before scoring
-    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], test_key)
+    folders = configured_folders(cfg, lineage)
+    scores = InceptionScores(device, cfg["evaluate"]["batch_size"], test_key, lineage)
     seconds, lap = {"setup": time.time() - t0}, time.time()
-    rows = configurations(scores, mask64, gt)
+    rows = configurations(scores, folders, mask64, gt)
     seconds["configurations"], lap = time.time() - lap, time.time()
-    recon = recon_floor(device, TOKENS / "test_gt.npy", cfg["inpaint"]["batch_size"])
+    recon = recon_floor(device, lineage, cfg["inpaint"]["batch_size"])
     telea = opencv_inpaint(masked, mask64, "telea")
     rows += baselines(scores, masked, mask64, gt, recon, telea, cfg["inpaint"]["blend"])
     seconds["baselines and floor"], lap = time.time() - lap, time.time()
@@ -147,23 +171,27 @@ def main(argv: list[str] | None = None) -> None:
     shown = report.shown_config(rows, primary, scores.available)
     if scores.available:
         compare_with_best(scores, rows, shown, primary)
-    with atomic_file(REPORTS / "samples.png") as tmp:
-        save_png(samples_picture(shown["name"], masked, telea, gt), tmp)
-    with atomic_dir(REPORTS / "pictures") as pics:
+    written = [REPORTS / name for name in report.OUTPUTS] + [REPORTS / "samples.png", REPORTS / "pictures",
+                                                             REPORTS / RECORD, LEAVE_ONE_OUT]
+    with published_together(*written) as staging:
+        reports = staging / REPORTS
+        (reports / "pictures").mkdir(parents=True)
+        save_png(samples_picture(shown["name"], masked, telea, gt), reports / "samples.png")
         for row in rows:
             copied = []
             for pic in row.pop("pictures", []):
-                (pics / row["name"]).mkdir(exist_ok=True)
-                shutil.copy(pic, pics / row["name"] / Path(pic).name)
+                (reports / "pictures" / row["name"]).mkdir(exist_ok=True)
+                shutil.copy(pic, reports / "pictures" / row["name"] / Path(pic).name)
                 copied.append(f"pictures/{row['name']}/{Path(pic).name}")
             if copied:
                 row["pictures"] = copied
-    report.write_all(REPORTS, rows, primary, scores.available, round(time.time() - t0, 1), shown["name"],
-                     cfg["inpaint"]["blend"])
+        report.write_all(reports, rows, primary, scores.available, round(time.time() - t0, 1), shown["name"],
+                         cfg["inpaint"]["blend"])
+        save_leave_one_out(staging / LEAVE_ONE_OUT, test_key or "", scores.leave_one_out)  # empty without KID
+        lineage.write(reports, REPORTS, "evaluate")
     scores.prune()
-    save_leave_one_out(LEAVE_ONE_OUT, test_key or "", scores.leave_one_out)  # empty without KID
     seconds["pictures and report"] = time.time() - lap
-    print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see reports/README.md")
+    print(f"evaluate: {len(rows)} rows in {time.time() - t0:.0f} s; see {REPORTS}/README.md")
     # where the time went (the two middle phases hold the Inception passes)
     print("evaluate: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
           + f"; Inception features of {scores.computed} image sets {scores.feature_seconds:.1f} s,"

@@ -5,7 +5,7 @@ them: the FID that a sample of different real images gets at this test set's siz
 every other FID in the report is read against (at a few hundred images FID is far from zero even
 for real images).
 
-Output: data/fid/reference.npz (test_key: the test images' content key, features, mu, sigma, heldout_fid,
+Output: data/fid/reference/stats.npz (test_key: the test images' content key, features, mu, sigma, heldout_fid,
 heldout_kid and, where the held-out images are as many as the test images, heldout_kid_se), keyed by DVC on
 the prepared test and validation sets.
 """
@@ -16,7 +16,8 @@ import numpy as np
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.kid import KID_SCALE, kid_with_error
 from pipeline.config import cli, run
-from pipeline.files import atomic_file, content_key
+from pipeline.files import atomic_dir, check_writable, content_key
+from pipeline.lineage import Lineage
 from pipeline.paths import FID_REFERENCE as OUT, PREPARED, TEST
 from pipeline.runtime import pick_device
 
@@ -26,15 +27,17 @@ VAL = PREPARED / "val.npy"
 
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
+    check_writable(OUT)
+    lineage = Lineage(cfg)
     if GT.exists():
+        gt, val = np.load(lineage.read(GT, "prepare")), np.load(lineage.read(VAL, "prepare"))
         device = pick_device(cfg["device"])
         net, batch = load_inception(device), cfg["evaluate"]["batch_size"]
-        gt = np.load(GT)
         feats = inception_features(net, gt, batch, device, "fid reference")
         mu, sigma = gaussian_stats(feats)
         stats = {"available": True, "test_key": content_key(gt), "features": feats.astype(np.float32), "mu": mu,
                  "sigma": sigma}
-        heldout = np.load(VAL)[:len(gt)]
+        heldout = val[:len(gt)]
         if len(heldout) > 1:  # one image has no covariance
             real = inception_features(net, heldout, batch, device, "held-out real images")
             stats["heldout_fid"] = FrechetReference(mu, sigma).distance(real)
@@ -47,9 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("fid_reference: the test set has no ground truth (lab layout without data.test_gt): FID disabled")
         stats = {"available": False}
-    with atomic_file(OUT) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **stats)
-    print(f"fid_reference: wrote {OUT}")
+    with atomic_dir(OUT) as out:
+        with open(out / "stats.npz", "wb") as f:
+            np.savez(f, **stats)
+        lineage.write(out, OUT, "fid_reference")
+    print(f"fid_reference: wrote {OUT / 'stats.npz'}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ image at every iteration) and summary.json.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import time
@@ -19,16 +18,12 @@ import numpy as np
 import torch
 
 from model.iterative_decode import check_decode_args
-from pipeline.config import ConfigError, cli, run
-from pipeline.decoding import DecodeInputs, decode, load_inputs
-from pipeline.files import atomic_dir, save_json, save_numbered_pngs, save_png, write_resolved
+from pipeline.config import ConfigError, cli, config_name, headline_point, run, sweep_points
+from pipeline.decoding import DecodeInputs, check_serials, decode, load_inputs
+from pipeline.files import atomic_dir, check_writable, save_json, save_numbered_pngs, save_png, write_resolved
 from pipeline.paths import RESULTS
 from pipeline.runtime import pick_device, resolve_precision
 from pipeline.vqgan_loader import decode_images
-
-
-def config_name(schedule: str, T: int, sweet_spot: int) -> str:
-    return f"{schedule}-T{T}-s{sweet_spot}"
 
 
 def warm_up(inputs: DecodeInputs, batch_size: int) -> None:
@@ -40,9 +35,14 @@ def warm_up(inputs: DecodeInputs, batch_size: int) -> None:
         decode_images(inputs.vqgan, inputs.masked_tokens[:size], batch_size)
 
 
+def stage_of(name: str) -> str:
+    """The dvc.yaml stage that writes the folder `name`."""
+    return "inpaint_headline" if name == "headline" else "inpaint"
+
+
 def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
     p, device, masked = cfg["inpaint"], inputs.device, inputs.masked
-    serials = [s for s in p["picture_serials"] if 0 <= s < len(masked)]
+    serials = p["picture_serials"]
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.time()
@@ -75,27 +75,19 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
                    **{f"{k}_seconds": round(v, 3) for k, v in seconds.items() if k != "decode"}}
         save_json(summary, out / "summary.json")
         write_resolved({**cfg, "schedule": schedule, "T": T, "sweet_spot": sweet_spot}, out)
+        inputs.lineage.write(out, RESULTS / name, stage_of(name))
     return summary
 
 
-def copy_point(source: str, name: str) -> dict:
+def copy_point(inputs: DecodeInputs, source: str, name: str) -> dict:
     """The headline when it is a sweep point already decoded in this process: the same decode (same
     seed and inputs), so its folder is copied instead of decoded twice."""
     with atomic_dir(RESULTS / name) as out:
         shutil.copytree(RESULTS / source, out, dirs_exist_ok=True)
         summary = {**json.loads((out / "summary.json").read_text()), "name": name}
         save_json(summary, out / "summary.json")
+        inputs.lineage.write(out, RESULTS / name, stage_of(name))
     return summary
-
-
-def sweep_points(cfg: dict) -> list[tuple]:
-    """(schedule, T, sweet_spot, folder name) of every point of the `sweep` grid."""
-    return [(sc, T, sw, config_name(sc, T, sw))
-            for sc, T, sw in itertools.product(cfg["sweep"]["schedule"], cfg["sweep"]["T"], cfg["sweep"]["sweet_spot"])]
-
-
-def headline_point(cfg: dict) -> tuple:
-    return cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline"
 
 
 def check_points(points: list[tuple]) -> None:
@@ -127,15 +119,17 @@ def main(argv: list[str] | None = None) -> None:
         sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
     check_points(points)
+    check_writable(*(RESULTS / name for *_, name in points))
     t0 = time.time()
     inputs = load_inputs(cfg, pick_device(cfg["device"]))
+    check_serials(cfg["inpaint"]["picture_serials"], len(inputs.masked), "inpaint.picture_serials")
     if inputs.device.type == "cuda":
         warm_up(inputs, cfg["inpaint"]["batch_size"])
     print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")
     done = {}
     for schedule, T, sweet_spot, name in points:
         if (schedule, T, sweet_spot) in done:
-            summary = copy_point(done[schedule, T, sweet_spot], name)
+            summary = copy_point(inputs, done[schedule, T, sweet_spot], name)
         else:
             summary = inpaint(cfg, inputs, schedule, T, sweet_spot, name)
             done[schedule, T, sweet_spot] = name

@@ -18,18 +18,26 @@ from model.masking import brush_masks, token_mask_from_pixels
 from model.synthetic import synthetic_faces
 from pipeline import sources
 from pipeline.config import ConfigError, cli, run
-from pipeline.files import atomic_dir, save_json, save_numbered_pngs, write_resolved
+from pipeline.files import atomic_dir, check_writable, save_json, save_numbered_pngs, write_resolved
+from pipeline.lineage import Lineage
 from pipeline.paths import DOWNLOADS, PREPARED as OUT
 LAB_SIZES = {"train": 12000, "val": 3000, "test": 747}
 
 
-def split_sizes(n: int, sizes: dict) -> dict:
-    """Test first (the lab's 747, at most a tenth of the images), then train:val in the lab's 4:1."""
-    if n < 3:
-        raise ConfigError(f"data.source: only {n} distinct images; need at least 3 to split train/val/test")
-    test = max(1, min(sizes["test"], n // 10))
+MIN_TEST = 10  # the fewest test images scored: FID and KID need a covariance and a jackknife over them
+
+
+def split_sizes(n: int, sizes: dict, batch: int) -> dict:
+    """Test first (the lab's 747, a tenth of the images, at least MIN_TEST), then train:val in the lab's 4:1.
+    The smallest usable source gives MIN_TEST test images, one validation image and one training batch of
+    `batch` images; a smaller one is refused."""
+    test = min(sizes["test"], max(MIN_TEST, n // 10))
     val = max(1, min(sizes["val"], round((n - test) * LAB_SIZES["val"] / (LAB_SIZES["train"] + LAB_SIZES["val"]))))
     train = min(sizes["train"], n - test - val)
+    if test < MIN_TEST or train < batch:
+        raise ConfigError(f"data.source: {n} distinct images give {test} test and {max(train, 0)} training images; "
+                          f"expected at least {MIN_TEST} test images (data.sizes.test) and a training batch of "
+                          f"{batch} (train.batch_size): at least {MIN_TEST + 1 + batch} images")
     return {"train": train, "val": val, "test": test}
 
 
@@ -75,12 +83,12 @@ def test_set_from_images(gt: np.ndarray, seed: int, hole_range) -> dict:
     return {"masked": masked, "mask64": masks, "gt": gt}
 
 
-def from_images(images: list[np.ndarray], data: dict, summary: dict) -> tuple[dict, dict]:
+def from_images(images: list[np.ndarray], data: dict, summary: dict, batch: int) -> tuple[dict, dict]:
     if data["dedup"]:
         images, dropped = dedup(images)
         summary["duplicates_dropped"] = dropped
+    sizes = split_sizes(len(images), data["sizes"], batch)
     images = np.stack([sources.to_64(im) for im in images])
-    sizes = split_sizes(len(images), data["sizes"])
     order = np.random.default_rng(data["seed"]).permutation(len(images))
     test_idx = order[:sizes["test"]]
     val_idx = order[sizes["test"]:sizes["test"] + sizes["val"]]
@@ -126,8 +134,9 @@ def _read_masked(path: Path) -> np.ndarray:
                           "mask and the test_gt.csv row)") from None
 
 
-def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
-    """Resolve `data.source` to (train/val arrays, test set, summary), checking inputs first."""
+def load_source(data: dict, workdir: Path, batch: int) -> tuple[dict, dict, dict]:
+    """Resolve `data.source` to (train/val arrays, test set, summary), checking inputs first; `batch`: the
+    training batch a generated split must hold."""
     source = data["source"]
     sha256 = str(data["sha256"]).lower() if data["sha256"] else None
     summary = {"source": str(source)}
@@ -137,7 +146,7 @@ def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
     if source == "synthetic":
         images = synthetic_faces(data["synthetic_count"], seed=data["seed"])
         summary["images_in"] = len(images)
-        return (*from_images(list(images), {**data, "dedup": False}, summary), summary)
+        return (*from_images(list(images), {**data, "dedup": False}, summary, batch), summary)
     if source.startswith(("http://", "https://")):
         path = sources.download(source, DOWNLOADS, sha256)
     elif "://" in source:
@@ -169,7 +178,7 @@ def load_source(data: dict, workdir: Path) -> tuple[dict, dict, dict]:
     if not images:
         raise ConfigError(f"data.source: none of the {len(files)} files in {path} could be decoded")
     summary.update(layout="images", images_in=len(images), skipped_bad=len(bad))
-    return (*from_images(images, data, summary), summary)
+    return (*from_images(images, data, summary, batch), summary)
 
 
 def write_outputs(out: Path, arrays: dict, test: dict, summary: dict, cfg: dict) -> None:
@@ -194,13 +203,15 @@ def write_outputs(out: Path, arrays: dict, test: dict, summary: dict, cfg: dict)
     )
     save_json(summary, out / "summary.json")
     write_resolved(cfg, out)
+    Lineage(cfg).write(out, OUT, "prepare")
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
+    check_writable(OUT)
     data = cfg["data"]
     with tempfile.TemporaryDirectory(prefix="prepare-") as work:
-        arrays, test, summary = load_source(data, Path(work))
+        arrays, test, summary = load_source(data, Path(work), cfg["train"]["batch_size"])
         with atomic_dir(OUT) as out:
             write_outputs(out, arrays, test, summary, cfg)
     print("prepare: " + ", ".join(f"{k}={v}" for k, v in summary.items()))

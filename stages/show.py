@@ -15,7 +15,7 @@ import numpy as np
 
 from model.iterative_decode import check_decode_args
 from pipeline.config import ConfigError, cli, run
-from pipeline.decoding import decode, load_inputs
+from pipeline.decoding import check_serials, decode, load_inputs
 from pipeline.files import atomic_file, require, save_png
 from pipeline.paths import RESULTS, TEST
 from pipeline.runtime import pick_device
@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: {e}") from None
     count = len(np.load(require(TEST / "masked.npy", "prepare"), mmap_mode="r"))  # the header only
-    wrong = [s for s in a.serials if not 0 <= s < count]
-    if wrong:
-        raise ConfigError(f"serial {wrong[0]} is out of range: the test set has {count} images (serials 0 to {count - 1})")
+    check_serials(a.serials, count, "show")
     serials = list(dict.fromkeys(a.serials))
     t0 = time.time()
     inputs = load_inputs(cfg, pick_device(cfg["device"]))

@@ -19,7 +19,8 @@ from model.baselines import opencv_inpaint
 from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, normalize
 from pipeline.config import cli, run
-from pipeline.files import atomic_dir, load_array, write_resolved
+from pipeline.files import atomic_dir, check_writable, write_resolved
+from pipeline.lineage import Lineage
 from pipeline.vqgan_loader import load_vqgan
 from pipeline.paths import PREPARED, TOKENS as OUT
 from pipeline.runtime import pick_device
@@ -47,17 +48,22 @@ def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarra
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = cli(__doc__, argv=argv)
     device = pick_device(cfg["device"])
-    model = load_vqgan(device)
+    check_writable(OUT)
+    lineage = Lineage(cfg)
+
+    def prepared(name):
+        return np.load(lineage.read(PREPARED / name, "prepare"))
+
+    model = load_vqgan(device, lineage)
     bs = cfg["tokens"]["batch_size"]
-    mask64 = load_array(PREPARED / "test" / "mask64.npy", "prepare")
-    masked = load_array(PREPARED / "test" / "masked.npy", "prepare")
+    mask64, masked = prepared("test/mask64.npy"), prepared("test/masked.npy")
     prefill, decode_prefill = cfg["tokens"]["prefill"], cfg["tokens"]["decode_prefill"] or cfg["tokens"]["prefill"]
-    arrays = {"train": load_array(PREPARED / "train.npy", "prepare"), "val": load_array(PREPARED / "val.npy", "prepare"),
+    arrays = {"train": prepared("train.npy"), "val": prepared("val.npy"),
               "test_masked": prefilled(masked, mask64, prefill)}
     if decode_prefill != prefill:
         arrays["test_known"] = prefilled(masked, mask64, decode_prefill)
     if (PREPARED / "test" / "gt.npy").exists():
-        arrays["test_gt"] = np.load(PREPARED / "test" / "gt.npy")
+        arrays["test_gt"] = prepared("test/gt.npy")
     with atomic_dir(OUT) as out:
         for name, images in arrays.items():
             np.save(out / f"{name}.npy", token_cache(model, images, bs, device, name))
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy(out / "test_masked.npy", out / "test_known.npy")
         np.save(out / "test_mask.npy", token_mask_from_pixels(torch.from_numpy(mask64)).numpy())
         write_resolved(cfg, out)
+        lineage.write(out, OUT, "tokens")
     print(f"tokens: {', '.join(f'{k}={len(v)}' for k, v in arrays.items())}, codebook={model.cfg.num_codebook_vectors}")
 
 

@@ -24,7 +24,8 @@ from model.mvtm import make_optimizer, new_transformer, train_step, validate
 from model.transformer import Block, TransformerConfig
 from pipeline import checkpoints
 from pipeline.config import ConfigError, StageFailed, cli, run
-from pipeline.files import atomic_dir, load_array, require, write_resolved
+from pipeline.files import atomic_dir, check_writable, write_resolved
+from pipeline.lineage import Lineage
 from pipeline.live import log_rows, open_live, write_logs
 from pipeline.paths import TOKENS, TRAIN_REPORTS as REPORTS, TRANSFORMER as OUT, VQGAN
 from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_precision, seed_everything
@@ -32,11 +33,11 @@ from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_
 ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
 
 
-def stage1_codebook(p: dict) -> torch.Tensor | None:
+def stage1_codebook(p: dict, lineage: Lineage) -> torch.Tensor | None:
     """Stage 1's codebook, where the token embeddings start from it (`train.tok_init: codebook`)."""
     if p["tok_init"] != "codebook":
         return None
-    weights = torch.load(require(VQGAN / "vqgan.pt", "vqgan"), map_location="cpu", weights_only=True)
+    weights = torch.load(lineage.read(VQGAN / "vqgan.pt", "vqgan"), map_location="cpu", weights_only=True)
     return weights["codebook.embedding.weight"]
 
 
@@ -62,15 +63,21 @@ def setup_distributed(device_name: str):
 
 def train(cfg: dict) -> dict:
     p = cfg["train"]
-    arch_vq = json.loads(require(VQGAN / "architecture.json", "vqgan").read_text())
+    check_writable(OUT, REPORTS, checkpoints.CHECKPOINTS / "probe")
+    lineage = Lineage(cfg)
+    arch_vq = json.loads(lineage.read(VQGAN / "architecture.json", "vqgan").read_text())
     arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
-    train_tok = torch.from_numpy(load_array(TOKENS / "train.npy", "tokens").astype(np.int64)).to(device)
-    val_tok = torch.from_numpy(load_array(TOKENS / "val.npy", "tokens").astype(np.int64)).to(device)
+
+    def tokens(name):
+        return torch.from_numpy(np.load(lineage.read(TOKENS / name, "tokens")).astype(np.int64)).to(device)
+
+    train_tok, val_tok = tokens("train.npy"), tokens("val.npy")
+    codebook = stage1_codebook(p, lineage)
 
     seed_everything(p["seed"] + rank)
-    model = new_transformer(arch, stage1_codebook(p), p["seed"]).to(device)
+    model = new_transformer(arch, codebook, p["seed"]).to(device)
     opt = make_optimizer(model, p["lr"], p["weight_decay"])
     steps_per_epoch = len(train_tok) // (p["batch_size"] * world)
     if steps_per_epoch == 0:
@@ -163,6 +170,7 @@ def train(cfg: dict) -> dict:
         torch.save(model.state_dict(), out / "last.pt")
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(arch), indent=2))
         write_resolved(cfg, out)
+        lineage.write(out, OUT, "train")
     with atomic_dir(REPORTS) as rep:
         write_logs(rep, {"train": log, "val": val_log}, metrics)
     ckpt_path.unlink(missing_ok=True)

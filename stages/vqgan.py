@@ -23,7 +23,8 @@ from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors,
                                   freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
 from pipeline import checkpoints
 from pipeline.config import ConfigError, StageFailed, cli, run
-from pipeline.files import atomic_dir, load_array, write_resolved
+from pipeline.files import atomic_dir, check_writable, write_resolved
+from pipeline.lineage import Lineage
 from pipeline.live import log_rows, open_live, write_logs
 from pipeline.paths import PREPARED, VQGAN as OUT, VQGAN_REPORTS as REPORTS
 from pipeline.pictures import image_grid
@@ -195,10 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     p, device = cfg["vqgan"], pick_device(cfg["device"])
     # Checked before any long work: the adopted file, or the layout to train.
     model, arch = (adopt(Path(p["checkpoint"])), None) if p["checkpoint"] else (None, architecture(p))
-    val = torch.from_numpy(load_array(PREPARED / "val.npy", "prepare")[:EVAL_IMAGES]).to(device)
+    check_writable(OUT, REPORTS, checkpoints.CHECKPOINTS / "probe")
+    lineage = Lineage(cfg)
+    val = torch.from_numpy(np.load(lineage.read(PREPARED / "val.npy", "prepare"))[:EVAL_IMAGES]).to(device)
     log, val_log, pictures, t0 = [], [], {}, time.time()
     if model is None:
-        train_images = load_array(PREPARED / "train.npy", "prepare")
+        train_images = np.load(lineage.read(PREPARED / "train.npy", "prepare"))
         model, log, val_log, pictures = train(p, arch, train_images, val, device, cfg["data"], cfg["precision"])
     model = model.to(device)
     metrics, recon = reconstruction_metrics(model, val)
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.save(model.cpu().state_dict(), out / "vqgan.pt")
         (out / "architecture.json").write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
         write_resolved(cfg, out)
+        lineage.write(out, OUT, "vqgan")
     with atomic_dir(REPORTS) as rep:
         write_logs(rep, {"train": log, "val": val_log}, metrics, {**pictures, "recon.png": grid})
     print("vqgan: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

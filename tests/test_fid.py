@@ -6,7 +6,10 @@ import torch
 
 from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
 from model.synthetic import synthetic_faces
+from pipeline.config import load
 from pipeline.files import content_key
+from pipeline.lineage import Lineage
+from tiny import TINY
 
 
 def features_with(rng, mu, cov, n):
@@ -88,11 +91,11 @@ def test_fid_grows_with_noise(net):
 def test_feature_cache_is_reused(tiny_project, monkeypatch):
     """The evaluate stage's cache: a second score of the same images never runs the network."""
     monkeypatch.chdir(tiny_project.root)
-    tiny_project.run("fid_reference", "evaluate.batch_size=12")
+    tiny_project.run("fid_reference", *TINY)
     from pipeline.scoring import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
-    scores = InceptionScores(torch.device("cpu"), 12, content_key(gt))
+    scores = InceptionScores(torch.device("cpu"), 12, content_key(gt), Lineage(load(TINY)))
     images = np.load(tiny_project.path("data", "prepared", "test", "masked.npy"))
     first = scores(images, "grey")
     assert set(first) == {"fid", "kid", "kid_se"} and first["kid_se"] > 0
@@ -105,20 +108,21 @@ def test_feature_cache_is_reused(tiny_project, monkeypatch):
 
 
 def test_scores_refuse_a_reference_of_other_test_images(tiny_project, monkeypatch):
-    """A reference.npz left from another test set (same size, one pixel changed) is refused by name before
+    """A reference left from another test set (same size, one pixel changed) is refused by name before
     any image is scored; the test set it was computed from is accepted."""
     monkeypatch.chdir(tiny_project.root)
-    tiny_project.run("fid_reference", "evaluate.batch_size=12")
+    tiny_project.run("fid_reference", *TINY)
     from pipeline.config import ConfigError
     from pipeline.scoring import InceptionScores
 
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
-    assert InceptionScores(torch.device("cpu"), 12, content_key(gt)).available
+    lineage = Lineage(load(TINY))
+    assert InceptionScores(torch.device("cpu"), 12, content_key(gt), lineage).available
     other = gt.copy()
     other[-1, 0, 0, 0] ^= 1
     for key in (content_key(other), None):
-        with pytest.raises(ConfigError, match="reference.npz is not of the test images"):
-            InceptionScores(torch.device("cpu"), 12, key)
+        with pytest.raises(ConfigError, match="reference is not of the test images"):
+            InceptionScores(torch.device("cpu"), 12, key, lineage)
 
 
 def test_reference_scores_held_out_real_images(tiny_project, net):
@@ -126,8 +130,8 @@ def test_reference_scores_held_out_real_images(tiny_project, net):
     ground truth; recomputed here in float64 through the nuclear norm: with centred features X₁, X₂
     (n x d), Tr((Σ₁Σ₂)^½) = ‖X₁X₂ᵀ‖_* / (n − 1), which needs no matrix root of the singular d x d
     covariances."""
-    tiny_project.run("fid_reference", "evaluate.batch_size=12")
-    ref = np.load(tiny_project.path("data", "fid", "reference.npz"))
+    tiny_project.run("fid_reference", *TINY)
+    ref = np.load(tiny_project.path("data", "fid", "reference", "stats.npz"))
     gt = np.load(tiny_project.path("data", "prepared", "test", "gt.npy"))
     val = np.load(tiny_project.path("data", "prepared", "val.npy"))
     assert len(val) > len(gt)  # so the stage must pick len(gt) of them

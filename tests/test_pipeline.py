@@ -14,6 +14,8 @@ from tiny import TINY
 from conftest import Project
 from stages.evaluate import samples_picture
 from pipeline.report import fid_figure, readme, shown_config
+from pipeline.config import load
+from pipeline.lineage import Lineage
 from pipeline.vqgan_loader import decode_images, load_vqgan
 from test_blend import jacobi_correction
 
@@ -147,7 +149,7 @@ def test_inpaint_decodes_stage_twos_holes_among_the_decode_prefills_known_tokens
     assert np.array_equal(mixed[mask], grey[mask]) and np.array_equal(mixed[~mask], ns[~mask])
     assert not np.array_equal(mixed, grey)
     monkeypatch.chdir(project.root)
-    decoded = decode_images(load_vqgan("cpu"), torch.from_numpy(mixed.astype(np.int64)), 8)
+    decoded = decode_images(load_vqgan("cpu", Lineage(load(TINY))), torch.from_numpy(mixed.astype(np.int64)), 8)
     assert np.array_equal(np.load(out / "raw.npy"), decoded)
 
 
@@ -178,7 +180,7 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
     assert metrics["fid_available"] and metrics["fid"] > 0
     assert set(metrics["baselines"]) == {"grey-hole input", "OpenCV Telea", "OpenCV Navier-Stokes",
                                          "stage-1 reconstruction (floor)", "held-out real images"}
-    reference = np.load(tiny_project.path("data", "fid", "reference.npz"))
+    reference = np.load(tiny_project.path("data", "fid", "reference", "stats.npz"))
     assert metrics["baselines"]["held-out real images"] == pytest.approx(float(reference["heldout_fid"]), abs=5e-4)
     rows = (reports / "comparison.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 + 1 + 5
@@ -225,16 +227,17 @@ def test_evaluate_pairs_its_kids_with_an_earlier_run(tiny_project, tmp_path):
     anything is scored."""
     shutil.copytree(tiny_project.root, tmp_path / "p")
     project = Project(tmp_path / "p")
-    point = ["--schedule", "cosine", "--T", "2", "--sweet-spot", "0"]
-    project.run("inpaint", *TINY, args=point)
-    project.run("fid_reference", *TINY)
-    project.run("evaluate", *TINY)
+    one = [*TINY, "sweep.schedule=[cosine]", "sweep.T=[2]", "sweep.sweet_spot=[0]", "T=2"]  # headline: that point
+    project.run("inpaint", *one, args=["--sweep", "--headline"])
+    project.run("fid_reference", *one)
+    project.run("evaluate", *one)
     saved = project.path("results", "leave_one_out.npz")
     shutil.copy(saved, project.path("before.npz"))
     tokens_path = project.path("results", "inpaint", "cosine-T2-s0", "tokens.npy")
     tokens = np.load(tokens_path)
-    project.run("inpaint", *TINY, "inpaint.temperature=1.0", args=point)  # tokens sampled: others
-    out = project.run("evaluate", *TINY, args=["--against", "before.npz"]).stdout
+    one.append("inpaint.temperature=1.0")  # tokens sampled: others
+    project.run("inpaint", *one, args=["--sweep", "--headline"])
+    out = project.run("evaluate", *one, args=["--against", "before.npz"]).stdout
     printed = {line[:30].strip(): line[30:].split("±") for line in out.splitlines() if "±" in line}
     before, after = (np.load(path) for path in (project.path("before.npz"), saved))
     for label in ("cosine-T2-s0 composite", "cosine-T2-s0 raw", "OpenCV Telea"):

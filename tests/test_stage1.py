@@ -20,6 +20,7 @@ from model.masking import token_mask_from_pixels
 from model.vqgan import VQGAN, NonLocalBlock, ResidualBlock, VQGANConfig, normalize
 from model.vqgan_training import freeze_tokenizer, generator_forward
 from pipeline import config
+from pipeline.lineage import Lineage
 from pipeline.runtime import compile_blocks
 from pipeline.vqgan_loader import load_vqgan
 from stages import vqgan as vqgan_stage
@@ -248,7 +249,7 @@ def test_tokens_prefill_encodes_the_test_images_with_their_holes_filled(tiny_pro
     masked = np.load(project.path("data", "prepared", "test", "masked.npy"))
     holes = (np.load(project.path("data", "prepared", "test", "mask64.npy")) == 0).astype(np.uint8) * 255
     monkeypatch.chdir(project.root)
-    model = load_vqgan("cpu")
+    model = load_vqgan("cpu", Lineage(config.load(TINY)))
 
     def encoded(images):
         with torch.no_grad():

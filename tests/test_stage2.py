@@ -15,6 +15,8 @@ from conftest import REPO, Project, logged_rows
 from model.transformer import BidirectionalTransformer, Block, TransformerConfig
 from model.mvtm import new_transformer, validate
 from model.lr_schedule import warmup_cosine
+from pipeline.config import load
+from pipeline.lineage import Lineage
 from pipeline.runtime import compile_blocks
 from stages.train import stage1_codebook
 from test_stage1 import kill_after_checkpoint
@@ -93,8 +95,9 @@ def test_unknown_position_init_is_named_before_any_work(tiny_project, tmp_path):
 def test_codebook_token_start_reads_stage_ones_codebook(tiny_project, monkeypatch):
     monkeypatch.chdir(tiny_project.root)
     codebook = torch.load("models/vqgan/vqgan.pt", weights_only=True)["codebook.embedding.weight"].double()
-    assert stage1_codebook({"tok_init": "normal"}) is None
-    read = stage1_codebook({"tok_init": "codebook"})
+    lineage = Lineage(load(TINY))
+    assert stage1_codebook({"tok_init": "normal"}, lineage) is None
+    read = stage1_codebook({"tok_init": "codebook"}, lineage)
     assert torch.equal(read.double(), codebook)
     arch = TransformerConfig(num_codebook_vectors=len(codebook), dim=32, n_layers=1, hidden_dim=64, n_heads=4)
     torch.manual_seed(0)
