@@ -34,11 +34,12 @@ def members(archive) -> set:
 
 
 def scratch_project(tmp_path):
-    """The code and params in tmp_path/repo, as a call copies the checkout (without .data)."""
+    """The code, params and dvc.yaml in tmp_path/repo, as a call copies the checkout (without .data)."""
     root = tmp_path / "repo"
     for folder in ("bench", "model", "pipeline", "stages"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    for name in ("params.yaml", "dvc.yaml"):  # dvc.yaml: which parameters shape each stage's outputs (lineage)
+        shutil.copy(REPO / name, root / name)
     return root
 
 
