@@ -16,6 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from pipeline.paths import PARAMS
 
@@ -28,6 +29,8 @@ def _plain(node):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, ScalarBoolean):  # an anchored true/false: an int to isinstance
+        return bool(node)
     for kind in (bool, int, float, str):
         if isinstance(node, kind):
             return kind(node)

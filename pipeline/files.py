@@ -41,10 +41,10 @@ def remove_stale_temporaries(path: Path) -> None:
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
-def write_failure(path: Path, e: OSError) -> StageFailed | None:
+def write_failure(path: Path, e: BaseException) -> StageFailed | None:
     """The one-line error for an OSError met while writing `path`'s temporary (a full disk, a read-only or
-    unwritable folder), or None for any other error."""
-    if e.errno in WRITE_ERRORS or (e.errno is None and "writ" in str(e)):
+    unwritable folder), or None for any other error. numpy's writers raise theirs without an errno."""
+    if isinstance(e, OSError) and (e.errno in WRITE_ERRORS or (e.errno is None and "writ" in str(e))):
         reason = e.strerror or str(e)
         return StageFailed(f"could not write {path}: {reason}; nothing was replaced (is the disk full or the "
                            "folder read-only?)")
@@ -73,15 +73,12 @@ def atomic_dir(path: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=TEMPORARY.format(name=path.name), dir=path.parent))
     try:
         yield tmp
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         failure = write_failure(path, e)
         if failure is None:
             raise
         raise failure from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _as_if_created(tmp)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -100,7 +97,7 @@ def atomic_file(path: str | Path):
         yield Path(tmp)
         _as_if_created(Path(tmp))
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         failure = write_failure(path, e)
         if failure is None:
             raise
@@ -114,19 +111,21 @@ PUBLISHING = Path(".publishing")  # a committed set of outputs not yet all moved
 
 
 @contextlib.contextmanager
-def published_together(*paths: Path):
-    """Yield a staging folder in which to write each of `paths` (files or folders, relative to the project
-    root) at the same relative path. On success they replace their paths together: one rename of the staging
-    folder to PUBLISHING commits the set, then each is moved into place. A kill between the two leaves
-    PUBLISHING, which `finish_publishing` completes before the next command runs, so readers never keep a mix
-    of two runs' outputs. On error nothing is replaced."""
+def published_together(*folders: Path):
+    """Yield a staging folder; each file or folder written in staging/F, for F in `folders` (relative to the
+    project root), replaces its namesake in F, all together: one rename of the staging folder to PUBLISHING
+    commits the set, then each is moved into place. A kill between the two leaves PUBLISHING, which
+    `finish_publishing` completes before the next command runs, so readers never keep a mix of two runs'
+    outputs. On error nothing is replaced."""
     finish_publishing()
-    for stale in Path(".").glob(TEMPORARY.format(name=PUBLISHING.name) + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(PUBLISHING)
     staging = Path(tempfile.mkdtemp(prefix=TEMPORARY.format(name=PUBLISHING.name), dir="."))
+    for folder in folders:
+        (staging / folder).mkdir(parents=True)
     try:
         yield staging
-        (staging / "paths.json").write_text(json.dumps([str(p) for p in paths if (staging / p).exists()]))
+        written = [str(folder / entry.name) for folder in folders for entry in sorted((staging / folder).iterdir())]
+        (staging / "paths.json").write_text(json.dumps(written))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -204,6 +203,3 @@ def require(path: Path, stage: str) -> Path:
         raise ConfigError(f"{path} not found: run the `{stage}` stage first (dvc repro, or python -m stages.{stage})")
     return path
 
-
-def load_array(path: Path, stage: str) -> np.ndarray:
-    return np.load(require(path, stage))

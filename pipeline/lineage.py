@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError, get_dotted
+from pipeline.files import require
 
 RECORD = "lineage.json"
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
@@ -86,9 +87,7 @@ class Lineage:
     def read(self, path: Path, stage: str) -> Path:
         """`path`, an output of stage `stage`, once checked: there, as `stage` wrote it, and made by stages
         that are up to date with the files there now and the parameters in force."""
-        if not path.exists():
-            raise ConfigError(f"{path} not found: run the `{stage}` stage first (dvc repro, or python -m stages.{stage})")
-        found = record_of(path)
+        found = record_of(require(path, stage))
         if found is None or found[1] is None:
             raise ConfigError(f"{path}: no readable {RECORD} in its folder, so what it was made from is unknown: "
                               f"rerun the `{stage}` stage")

@@ -11,9 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.files import atomic_dir, atomic_file, save_json  # noqa: E402
 
-# What `write_all` writes into the reports folder.
-OUTPUTS = ("comparison.csv", "comparison.md", "plots", "fid_vs_T.png", "fid_vs_sweet_spot.png", "metrics.json",
-           "README.md")
 COLUMNS = ("name", "schedule", "T", "sweet_spot", "fid_raw", "fid_composite", "kid_raw", "kid_raw_se",
            "kid_composite", "kid_composite_se", "kid_vs_best", "kid_vs_best_se", "hole_psnr", "decode_seconds",
            "images_per_s")

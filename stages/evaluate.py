@@ -28,7 +28,7 @@ from model.blend import blender
 from pipeline import report
 from pipeline.config import ConfigError, cli, headline_point, run, sweep_points
 from pipeline.files import PUBLISHING, check_writable, content_key, published_together, save_png
-from pipeline.lineage import RECORD, Lineage
+from pipeline.lineage import Lineage
 from pipeline.paths import LEAVE_ONE_OUT, REPORTS, RESULTS, TEST, TOKENS
 from pipeline.pictures import image_grid
 from pipeline.runtime import pick_device
@@ -171,11 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     shown = report.shown_config(rows, primary, scores.available)
     if scores.available:
         compare_with_best(scores, rows, shown, primary)
-    written = [REPORTS / name for name in report.OUTPUTS] + [REPORTS / "samples.png", REPORTS / "pictures",
-                                                             REPORTS / RECORD, LEAVE_ONE_OUT]
-    with published_together(*written) as staging:
+    with published_together(REPORTS, LEAVE_ONE_OUT.parent) as staging:
         reports = staging / REPORTS
-        (reports / "pictures").mkdir(parents=True)
+        (reports / "pictures").mkdir()
         save_png(samples_picture(shown["name"], masked, telea, gt), reports / "samples.png")
         for row in rows:
             copied = []
