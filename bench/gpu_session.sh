@@ -26,7 +26,7 @@ phase=${1:?usage: bash bench/gpu_session.sh stage1|rest|prefill}
 out=${OUT:-gpu_session_out}
 mkdir -p "$out"
 settings=(-S profile=lab -S data.source=.data/cats64 ${OVERRIDES:-})
-run_all=(python3 -m stages.run_all "${settings[@]}")
+run_all=(python3 -m commands.run_all "${settings[@]}")
 
 fid_weights() {  # the Inception weights from their two carried parts; false where a part is missing
     [ -f .data/fid_part_00 ] && [ -f .data/fid_part_01 ] || return 1

@@ -23,12 +23,13 @@ import torch
 
 from bench.common import machine
 from bench.stage2 import step_fn
-from model.fid import load_inception, preprocess
+from model.fid import preprocess
+from pipeline.inception import load_inception
 from model.mvtm import make_optimizer
 from model.transformer import BidirectionalTransformer, TransformerConfig
 from model.vqgan import VQGAN, Discriminator, VQGANConfig, nearest_entry
-from model.vqgan_training import Stage1Step
-from pipeline.config import load
+from model.vqgan_training import Stage1Losses, Stage1Step
+from pipeline.config import dataclass_from, load
 from pipeline.runtime import autocast_for, native_bf16
 
 PRECISIONS = ("fp32", "bf16")
@@ -36,19 +37,15 @@ PRECISIONS = ("fp32", "bf16")
 
 def stage1_step(v: dict, device):
     """A generator step of the quick profile's stage 1 (no discriminator: the quick profile never turns it on)."""
-    arch = VQGANConfig(**{k: v[k] for k in ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors",
-                                           "norm_groups", "enc_blocks", "dec_blocks", "latent_attention",
-                                           "resample")})  # a bench imports no stage (tests/test_dvc_yaml.py)
-    model, disc = VQGAN(arch).to(device), Discriminator().to(device)
+    model, disc = VQGAN(dataclass_from(VQGANConfig, v)).to(device), Discriminator().to(device)
     step = Stage1Step(model, disc, torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters()),
-                      {**v, "disc_start": 10**9, "quantize_start": 0})
+                      dataclass_from(Stage1Losses, v, disc_start=10**9, quantize_start=0))
     x = torch.rand(v["batch_size"], 3, 64, 64, device=device) * 2 - 1
     return lambda precision: step(x, 1, autocast_for(device, precision)), v["batch_size"]
 
 
 def transformer(t: dict, device) -> BidirectionalTransformer:
-    cfg = TransformerConfig(**{k: t[k] for k in ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")})
-    return BidirectionalTransformer(cfg).to(device)
+    return BidirectionalTransformer(dataclass_from(TransformerConfig, t)).to(device)
 
 
 def stage2_step(t: dict, device):

@@ -20,10 +20,9 @@ import torch
 from bench.common import (H100_BF16_PEAK, attention_rewrites, clear_compile_counters, cold_compile, counted_flops,
                           machine, timed)
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig
-from model.vqgan_training import Stage1Step
+from model.vqgan_training import Stage1Losses, Stage1Step
 from pipeline.runtime import autocast_for, compile_blocks
 
-RECIPE = {"l1_weight": 1.0, "l2_weight": 1.0, "disc_weight": 0.1, "feature_weight": 1.0, "quantize_start": 0}
 PHASES = {"reconstruction": 10**9, "with_discriminator": 0}  # disc_start: never, from the first step
 
 
@@ -41,7 +40,7 @@ def make_step(device, cfg: VQGANConfig, disc_start: int, fast: bool = False, com
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
     if compiled:
         compile_blocks(model, (ResidualBlock, NonLocalBlock))
-    return Stage1Step(model, disc, opt_g, opt_d, {**RECIPE, "disc_start": disc_start})
+    return Stage1Step(model, disc, opt_g, opt_d, Stage1Losses(disc_start=disc_start))
 
 
 def flops_per_image(cfg: VQGANConfig, disc_start: int) -> int:

@@ -13,8 +13,7 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, dim: int = 768, n_heads: int = 16, attn_drop: float = 0.1):
         super().__init__()
-        if dim % n_heads:
-            raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
+        assert dim % n_heads == 0, (dim, n_heads)
         self.n_heads, self.d_k = n_heads, dim // n_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)

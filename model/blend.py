@@ -14,7 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-BLEND_CHOICES = ("paste", "poisson")  # `inpaint.blend`
+from model.choices import BLENDS
+
 _NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
@@ -92,9 +93,8 @@ class PoissonBlend:
 
 
 def blender(name: str, mask: np.ndarray):
-    """`inpaint.blend` for the masks (N, H, W): a function (generated, known) → composites."""
+    """`name` (model.choices.BLENDS) for the masks (N, H, W): a function (generated, known) → composites."""
+    assert name in BLENDS, name
     if name == "poisson":
         return PoissonBlend(mask)
-    if name == "paste":
-        return lambda generated, known: paste(generated, known, mask)
-    raise ValueError(f"blend is {name!r}; expected one of {', '.join(BLEND_CHOICES)}")
+    return lambda generated, known: paste(generated, known, mask)

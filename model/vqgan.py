@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.choices import RESAMPLES
+
 # Per-channel normalisation of the lab's train/val loader; VQGAN.pt expects images normalised so.
 MEAN = (0.4816, 0.4324, 0.3845)
 STD = (0.2602, 0.2518, 0.2537)
-RESAMPLES = ("conv", "patch")  # VQGANConfig.resample
 
 
 @dataclass
@@ -48,11 +49,7 @@ class VQGANConfig:
         return self.img_resolution // self.latent_resolution
 
     def __post_init__(self):
-        if self.resample not in RESAMPLES:
-            raise ValueError(f"resample: expected one of {', '.join(RESAMPLES)}, got {self.resample!r}")
-        for name in ("enc_blocks", "dec_blocks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
+        assert self.resample in RESAMPLES and self.enc_blocks >= 1 and self.dec_blocks >= 1, self
         if self.resample == "conv":  # the resolution halves every other transition, counted from the bottleneck
             need = 2 * self.n_down - 1
             for name, chs, have in (("enc_channels", self.enc_channels, len(self.enc_channels) - 1),

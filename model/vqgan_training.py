@@ -6,6 +6,7 @@ on final tokens (`freeze_tokenizer`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -93,25 +94,36 @@ def psnr(x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> float:
     return float(10 * torch.log10(255.0**2 / mse.clamp_min(1e-10)))
 
 
+@dataclass(frozen=True)
+class Stage1Losses:
+    """What stage 1's generator minimises, and when each part switches on."""
+    l1_weight: float = 1.0        # L1 reconstruction loss
+    l2_weight: float = 1.0        # L2 reconstruction loss
+    disc_weight: float = 0.1      # scale of the adaptive generator weight
+    feature_weight: float = 1.0   # discriminator feature matching
+    disc_start: int = 0           # the step at which the discriminator switches on
+    quantize_start: int = 0       # steps as a plain autoencoder before the codebook starts
+
+
 class Stage1Step:
     """One optimisation step of stage 1 (generator and, once switched on, discriminator).
 
-    The codebook is bypassed before step `quantize_start`. Returns the losses as detached tensors: reading
-    them (a host sync on a GPU) is left to the caller, which does it only when it logs."""
+    The codebook is bypassed before step `losses.quantize_start`. Returns the losses as detached tensors:
+    reading them (a host sync on a GPU) is left to the caller, which does it only when it logs."""
 
-    def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, p: dict):
-        self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, p
+    def __init__(self, model: VQGAN, disc: Discriminator, opt_g, opt_d, losses: Stage1Losses):
+        self.model, self.disc, self.opt_g, self.opt_d, self.p = model, disc, opt_g, opt_d, losses
         # The quantize flag (0, 1) kept on the device: making it each step would sync a GPU.
         device = model.last_layer.weight.device
         self.gates = (torch.zeros((), device=device), torch.ones((), device=device))
 
     def __call__(self, x: torch.Tensor, step: int, autocast) -> dict:
         p, model, disc = self.p, self.model, self.disc
-        gan_on = step >= p["disc_start"]
-        quantize = self.gates[int(step >= p["quantize_start"])]
+        gan_on = step >= p.disc_start
+        quantize = self.gates[int(step >= p.quantize_start)]
         with autocast():
             decoded, indices, q_loss = generator_forward(model, x, quantize)
-            rec = p["l1_weight"] * (decoded - x).abs().mean() + p["l2_weight"] * ((decoded - x) ** 2).mean()
+            rec = p.l1_weight * (decoded - x).abs().mean() + p.l2_weight * ((decoded - x) ** 2).mean()
             loss = rec + q_loss
             logs = {"rec_loss": rec.detach(), "q_loss": q_loss.detach()}
             if gan_on:
@@ -121,8 +133,8 @@ class Stage1Step:
                     _, real_feats = disc(x, return_features=True)
                 fm = sum((f - r).abs().mean() for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
         if gan_on:
-            lam = adaptive_weight(rec, g_loss.float(), model.last_layer.weight, p["disc_weight"])
-            loss = loss + lam * g_loss + p["feature_weight"] * fm
+            lam = adaptive_weight(rec, g_loss.float(), model.last_layer.weight, p.disc_weight)
+            loss = loss + lam * g_loss + p.feature_weight * fm
             logs.update(g_loss=g_loss.detach(), fm_loss=fm.detach(), adaptive_weight=lam)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,10 +1,10 @@
 """The evaluation's human-facing output: comparison tables, FID plots, metrics and a report README."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -16,28 +16,31 @@ COLUMNS = ("name", "schedule", "T", "sweet_spot", "fid_raw", "fid_composite", "k
            "images_per_s")
 
 
+def table(rows: list[dict], columns=COLUMNS) -> pd.DataFrame:
+    """The rows as a DataFrame of `columns`, each value as it is (an integer stays one; absent: missing)."""
+    return pd.DataFrame(rows, columns=list(columns), dtype=object)
+
+
 def fmt(v, sign: bool = False) -> str:
-    if v is None:
+    if v is None or pd.isna(v):
         return "—"
     return f"{v:{'+' if sign else ''}.2f}" if isinstance(v, float) else str(v)
 
 
 def with_error(value, se, sign: bool = False) -> str:
-    return fmt(value, sign) + ("" if value is None or se is None else f" ± {se:.2f}")
+    return fmt(value, sign) + ("" if fmt(value) == "—" or fmt(se) == "—" else f" ± {se:.2f}")
 
 
 def markdown_table(rows: list[dict], primary: str) -> str:
     """The comparison, with KID (x 10^3, ± its error) of the primary output only, to stay readable."""
     kid = "kid_" + primary.split("_")[1]
-    head = ["name", "schedule", "T", "sweet_spot", "fid_raw", "fid_composite", f"{kid} ×10³", "kid vs best ×10³",
-            "hole_psnr", "decode_seconds", "images_per_s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = {c: fmt(r.get(c)) for c in COLUMNS} | {
-            f"{kid} ×10³": with_error(r.get(kid), r.get(kid + "_se")),
-            "kid vs best ×10³": with_error(r.get("kid_vs_best"), r.get("kid_vs_best_se"), sign=True)}
-        lines.append("| " + " | ".join(cells[h] for h in head) + " |")
-    return "\n".join(lines) + "\n"
+    t = table(rows)
+    shown = t[["name", "schedule", "T", "sweet_spot", "fid_raw", "fid_composite"]].map(fmt)
+    shown[f"{kid} ×10³"] = [with_error(v, se) for v, se in zip(t[kid], t[kid + "_se"])]
+    shown["kid vs best ×10³"] = [with_error(v, se, sign=True) for v, se in zip(t["kid_vs_best"], t["kid_vs_best_se"])]
+    shown = shown.join(t[["hole_psnr", "decode_seconds", "images_per_s"]].map(fmt))
+    align = ["left", "left"] + ["right"] * (shown.shape[1] - 2)  # the numbers right-aligned
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
 def level_with_best(rows: list[dict], best: dict) -> list[str]:
@@ -47,11 +50,9 @@ def level_with_best(rows: list[dict], best: dict) -> list[str]:
             and r["kid_vs_best"] < 2 * r["kid_vs_best_se"]]
 
 
-def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        frame.to_csv(tmp, index=False, na_rep="")
 
 
 # Baselines: colours after the configurations' C0-C5, each with its own dash pattern.
@@ -136,14 +137,13 @@ def write_all(reports: Path, rows: list[dict], primary: str, fid_available: bool
     headline = next((r for r in configs if r["name"] == "headline"), None)
     best = best_config(rows, primary) if fid_available else None
 
-    write_csv(rows, reports / "comparison.csv")
+    write_csv(table(rows), reports / "comparison.csv")
     with atomic_file(reports / "comparison.md") as tmp:
         tmp.write_text(markdown_table(rows, primary))
     with atomic_dir(reports / "plots") as plots:
-        by_t = [r for r in sweep if r["sweet_spot"] == 0]
-        write_csv(sorted(by_t, key=lambda r: (r["schedule"], r["T"])), plots / "fid_vs_T.csv")
-        write_csv(sorted(sweep, key=lambda r: (r["schedule"], r["T"], r["steps_run"])), plots / "fid_vs_sweet_spot.csv",
-                  COLUMNS + ("steps_run",))
+        points = table(sweep, COLUMNS + ("steps_run",))
+        write_csv(points[points.sweet_spot == 0].sort_values(["schedule", "T"])[list(COLUMNS)], plots / "fid_vs_T.csv")
+        write_csv(points.sort_values(["schedule", "T", "steps_run"]), plots / "fid_vs_sweet_spot.csv")
     if fid_available:
         plot_fid([r for r in sweep if r["sweet_spot"] == 0], "T", ("schedule",), others, primary,
                  "FID against T (full decoding)", reports / "fid_vs_T.png")

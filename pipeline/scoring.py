@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.fid import FrechetReference, inception_features, load_inception
+from model.fid import FrechetReference, inception_features
+from pipeline.inception import load_inception
 from model.kid import KID_SCALE, KernelReference, jackknife_se, paired_difference
 from pipeline.config import ConfigError, StageFailed
 from pipeline.files import atomic_file, content_key

@@ -26,7 +26,8 @@ import torch
 from model.baselines import hole_psnr, opencv_inpaint
 from model.blend import blender
 from pipeline import report
-from pipeline.config import ConfigError, cli, headline_point, run, sweep_points
+from pipeline.config import ConfigError, cli, run
+from pipeline.schema import headline_point, sweep_points
 from pipeline.files import PUBLISHING, check_writable, content_key, published_together, save_png
 from pipeline.lineage import Lineage
 from pipeline.paths import LEAVE_ONE_OUT, REPORTS, RESULTS, TEST, TOKENS

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, gaussian_stats, inception_features
 from model.kid import KID_SCALE, kid_with_error
 from pipeline.config import cli, run
 from pipeline.files import atomic_dir, check_writable, content_key
+from pipeline.inception import load_inception
 from pipeline.lineage import Lineage
 from pipeline.paths import FID_REFERENCE as OUT, PREPARED, TEST
 from pipeline.runtime import pick_device

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from model.iterative_decode import check_decode_args
-from pipeline.config import ConfigError, cli, config_name, headline_point, run, sweep_points
+from pipeline.config import check_point, cli, run
+from pipeline.schema import config_name, headline_point, sweep_points
 from pipeline.decoding import DecodeInputs, check_serials, decode, load_inputs
 from pipeline.files import atomic_dir, check_writable, save_json, save_numbered_pngs, save_png, write_resolved
 from pipeline.paths import RESULTS
@@ -90,15 +90,6 @@ def copy_point(inputs: DecodeInputs, source: str, name: str) -> dict:
     return summary
 
 
-def check_points(points: list[tuple]) -> None:
-    """The points given on the command line (the parameters' own, the schema has checked)."""
-    for schedule, T, sweet_spot, name in points:
-        try:
-            check_decode_args(T, sweet_spot, schedule)
-        except ValueError as e:
-            raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: {e}") from None
-
-
 def main(argv: list[str] | None = None) -> None:
     def args(parser):
         parser.add_argument("--schedule", help="a sweep point's schedule (default: the headline `schedule`)")
@@ -117,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         schedule = a.schedule or cfg["schedule"]
         T = a.T if a.T is not None else cfg["T"]
         sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
+        check_point(schedule, T, sweet_spot)
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
-    check_points(points)
     check_writable(*(RESULTS / name for *_, name in points))
     t0 = time.time()
     inputs = load_inputs(cfg, pick_device(cfg["device"]))

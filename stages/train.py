@@ -23,14 +23,13 @@ from model.masking import hole_token_masks
 from model.mvtm import make_optimizer, new_transformer, train_step, validate
 from model.transformer import Block, TransformerConfig
 from pipeline import checkpoints
-from pipeline.config import ConfigError, StageFailed, cli, run
+from pipeline.config import ConfigError, StageFailed, cli, dataclass_from, run
 from pipeline.files import atomic_dir, check_writable, write_resolved
 from pipeline.lineage import Lineage
 from pipeline.live import log_rows, open_live, write_logs
 from pipeline.paths import TOKENS, TRAIN_REPORTS as REPORTS, TRANSFORMER as OUT, VQGAN
 from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_precision, seed_everything
 
-ARCH_KEYS = ("dim", "n_layers", "hidden_dim", "n_heads", "dropout", "pos_init")
 
 
 def stage1_codebook(p: dict, lineage: Lineage) -> torch.Tensor | None:
@@ -66,7 +65,7 @@ def train(cfg: dict) -> dict:
     check_writable(OUT, REPORTS, checkpoints.CHECKPOINTS / "probe")
     lineage = Lineage(cfg)
     arch_vq = json.loads(lineage.read(VQGAN / "architecture.json", "vqgan").read_text())
-    arch = TransformerConfig(num_codebook_vectors=arch_vq["num_codebook_vectors"], **{k: p[k] for k in ARCH_KEYS})
+    arch = dataclass_from(TransformerConfig, p, num_codebook_vectors=arch_vq["num_codebook_vectors"])
     rank, world, device = setup_distributed(cfg["device"])
     main_proc = rank == 0
 
@@ -127,7 +126,8 @@ def train(cfg: dict) -> dict:
         order = torch.randperm(len(train_tok), generator=torch.Generator().manual_seed(p["seed"] + epoch))
         shard = order[rank::world][: steps_per_epoch * p["batch_size"]].to(device)
         for batch_idx in shard.split(p["batch_size"])[pos:]:
-            loss, acc = train_step(net, model, opt, sched, train_tok[batch_idx], arch.mask_token, p, mask_gen, autocast)
+            loss, acc = train_step(net, model, opt, sched, train_tok[batch_idx], arch.mask_token, mask_gen, autocast,
+                                   gamma=p["gamma"], label_smoothing=p["label_smoothing"], grad_clip=p["grad_clip"])
             step, seen = step + 1, seen + len(batch_idx) * world
             checkpoint_now = clock.due(step) and main_proc
             if step % 10 == 0 or step == total or checkpoint_now:  # reading the loss syncs the GPU
@@ -141,7 +141,7 @@ def train(cfg: dict) -> dict:
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.time() - t0):.0f}")
             bar.update(1)
             if step % steps_per_epoch == 0:
-                v = validate(model, val_tok, arch.mask_token, p, autocast, val_holes)  # syncs: the epoch ends here
+                v = validate(model, val_tok, arch.mask_token, p["gamma"], p["batch_size"], autocast, val_holes)  # syncs: the epoch ends here
                 epoch_ends.append(time.time())
                 val_log.append({"step": step, "epoch": step // steps_per_epoch,
                                 "epoch_seconds": round(epoch_ends[-1] - epoch_ends[-2], 3), **v})

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from model.lr_schedule import warmup_cosine
 from model.vqgan import VQGAN, Discriminator, NonLocalBlock, ResidualBlock, VQGANConfig, denormalize, normalize
-from model.vqgan_training import (Stage1Step, codebook_stats, encoder_vectors,
+from model.vqgan_training import (Stage1Losses, Stage1Step, codebook_stats, encoder_vectors,
                                   freeze_tokenizer, generator_forward, init_codebook, psnr, restart_dead_codes)
 from pipeline import checkpoints
-from pipeline.config import ConfigError, StageFailed, cli, run
+from pipeline.config import ConfigError, StageFailed, cli, dataclass_from, run
 from pipeline.files import atomic_dir, check_writable, write_resolved
 from pipeline.lineage import Lineage
 from pipeline.live import log_rows, open_live, write_logs
@@ -32,8 +32,6 @@ from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_
 
 EVAL_IMAGES = 256
 VAL_LOG_KEYS = ("val_psnr", "codebook_used", "perplexity")
-ARCH_KEYS = ("enc_channels", "dec_channels", "latent_dim", "num_codebook_vectors", "beta", "norm_groups",
-             "enc_blocks", "dec_blocks", "latent_attention", "resample")
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -77,7 +75,7 @@ def adopt(path: Path) -> VQGAN:
 def architecture(p: dict) -> VQGANConfig:
     """The stage-1 layout the `vqgan` parameters ask for, or a ConfigError naming the one that does not fit."""
     try:
-        return VQGANConfig(**{k: p[k] for k in ARCH_KEYS})
+        return dataclass_from(VQGANConfig, p)
     except ValueError as e:
         raise ConfigError(f"vqgan.{e}") from None
 
@@ -96,7 +94,7 @@ def train(p: dict, arch: VQGANConfig, images: np.ndarray, val: torch.Tensor, dev
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, warmup_cosine(p["warmup_steps"], p["steps"]))
     if p["compile"] == "regional":
         compile_blocks(model, (ResidualBlock, NonLocalBlock))
-    step_fn = Stage1Step(model, disc, opt_g, opt_d, p)
+    step_fn = Stage1Step(model, disc, opt_g, opt_d, dataclass_from(Stage1Losses, p))
 
     data = torch.from_numpy(images).to(device)
     gen = torch.Generator(device="cpu").manual_seed(p["seed"])

@@ -1,7 +1,7 @@
 """Study: MaskGIT's confidence (log p + noise) against the lab's (p + noise), on trained models.
 
 Run from the project root after the models, token cache and FID reference exist for SETTINGS (for example
-`python -m stages.run_all $SETTINGS --skip inpaint evaluate`):
+`python -m commands.run_all $SETTINGS --skip inpaint evaluate`):
 
     python -m studies.confidence --runs 4.5:0 4.5:1 1.0:0 --out docs/records/confidence_cpu.json -- -S ...
 

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.config import SCHEMA, ConfigError, parse_overrides, read_params, resolve
+from model.choices import is_schedule
+from pipeline.config import ConfigError, parse_overrides, read_params, resolve
+from pipeline.schema import declared
 
 PARAMS = {
     "profile": "quick",
@@ -69,24 +71,16 @@ def test_the_schema_covers_every_parameter_and_nothing_else():
         for key, value in tree.items():
             yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
 
-    assert set(leaves(params)) == set(SCHEMA)
+    assert set(leaves(params)) == set(declared())
 
 
-def test_the_schemas_choices_are_the_models():
-    from model import blend, iterative_decode, mask_schedule, transformer, vqgan
+def test_a_schedule_is_a_name_of_the_model_or_a_power_above_zero():
+    from model.mask_schedule import mask_schedule
 
-    assert config.RESAMPLES == vqgan.RESAMPLES
-    assert config.SCHEDULES == mask_schedule.SCHEDULES
-    assert config.CONFIDENCES == iterative_decode.CONFIDENCES
-    assert config.POS_INITS == transformer.POS_INITS
-    assert config.BLEND_CHOICES == blend.BLEND_CHOICES
-    for name in ("cosine", "pow3", "pow2.5", "pow", "zigzag", "Cosine"):  # the model's own check decides
-        try:
-            mask_schedule.check_schedule(name)
-            valid = True
-        except ValueError:
-            valid = False
-        assert config.Schedule().ok(name) == valid, name
+    valid, invalid = ("cosine", "exp", "pow3", "pow2.5", "pow0.5"), ("pow", "pow0", "pow0.0", "zigzag", "Cosine", 3)
+    assert all(is_schedule(name) for name in valid) and not any(is_schedule(name) for name in invalid)
+    for name in valid:  # each is a schedule: everything masked before the first step, nothing after the last
+        assert mask_schedule(0.0, name) == 1.0 and mask_schedule(1.0, name) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("profile", ["quick", "lab"])
@@ -94,18 +88,37 @@ def test_both_profiles_pass_the_schema(profile):
     config.check(config.load([f"profile={profile}"], Path(__file__).resolve().parents[1] / "params.yaml"))
 
 
-@pytest.mark.parametrize("spec, good, bad", [
-    (config.Int(), [1, 7], [0, -1, 2.5, True, None, "3"]),
-    (config.Int(0, 5, null=True), [0, 5, None], [6, -1]),
-    (config.Real(0, above=True), [1e-9, 3], [0, -1, float("nan"), True]),
-    (config.Real(0, 1, below=True), [0, 0.5], [1, 1.5]),
-    (config.OneOf(True, False, "regional"), [True, False, "regional"], [1, 0, "yes", None]),
-    (config.ListOf(config.Int()), [[1], [4, 8]], [4, [], [0], "[4]"]),
-    (config.Sha256(), [None, "a" * 64, "0" * 64], ["a" * 63, "g" * 64]),
+@pytest.mark.parametrize("key, good, bad", [
+    ("T", [1, 7], [0, -1, 2.5, True, None, "3"]),
+    ("vqgan.decoder_only_from", [None, 5], [-1, 1.5, 1200]),
+    ("train.lr", [1e-9, 3], [0, -1, float("nan"), float("inf"), True]),
+    ("train.dropout", [0, 0.5], [1, 1.5]),
+    ("vqgan.compile", [False, "regional"], [True, 1, 0, "yes", None]),
+    ("sweep.T", [[3], [4, 8]], [4, [], [0], "[4]"]),
+    ("data.sha256", [None, "a" * 64, "0" * 64], ["a" * 63, "g" * 64, 0]),
+    ("inpaint.picture_serials", [[], [0, 3]], [[-1], None]),
 ])
-def test_each_kind_of_spec_takes_what_it_says(spec, good, bad):
-    assert all(spec.ok(v) for v in good), good
-    assert not any(spec.ok(v) for v in bad), [v for v in bad if spec.ok(v)]
+def test_each_parameter_takes_what_its_declaration_says(key, good, bad):
+    """Through the whole check, as a stage runs it; each refusal names the key, the value and what was expected."""
+    cfg = config.load([], Path(__file__).resolve().parents[1] / "params.yaml")
+    for value in good:
+        config.set_dotted(cfg, key, value)
+        config.check(cfg)
+    for value in bad:
+        config.set_dotted(cfg, key, value)
+        with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')} is .*; expected ") as e:
+            config.check(cfg)
+        assert repr(value)[:20] in str(e.value)
+
+
+@pytest.mark.parametrize("point, message", [
+    (("cosine", 0, 0), "T is 0; expected a positive integer"), (("cosine", 2.5, 0), "T is 2.5"),
+    (("cosine", 4, 5), "sweet spot=5: expected a sweet spot from 0 to T=4"), (("cosine", 4, -1), "sweet_spot is -1"),
+    (("bogus", 4, 0), "schedule is 'bogus'; expected a mask schedule: one of cosine, linear, square"),
+])
+def test_a_decoding_configuration_on_the_command_line_is_checked_as_the_schema_says(point, message):
+    with pytest.raises(ConfigError, match=message):
+        config.check_point(*point)
 
 
 def test_overrides_are_written_into_params_yaml_keeping_its_comments(tmp_path):
@@ -113,7 +126,26 @@ def test_overrides_are_written_into_params_yaml_keeping_its_comments(tmp_path):
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", path)
     config.write_overrides(["T=12", "sweep.T=[2, 3]", "data.sha256=" + "0" * 64, "vqgan.lr=1e-4"], path)
     text = path.read_text()
-    assert "# decoding iterations" in text and "T: 12" in text
+    assert "commands.params" in text and "T: 12" in text
     got = read_params(path)  # read back as DVC reads it
     assert got["T"] == 12 and got["sweep"]["T"] == [2, 3] and got["data"]["sha256"] == "0" * 64
     assert got["vqgan"]["lr"] == 1e-4 and got["profiles"] == read_params(Path(__file__).resolve().parents[1] / "params.yaml")["profiles"]
+
+
+def test_the_params_command_shows_the_values_in_force_and_where_each_came_from():
+    import re
+    import subprocess
+    import sys
+
+    from ruamel.yaml import YAML
+
+    repo = Path(__file__).resolve().parents[1]
+    written = YAML(typ="safe", pure=True).load((repo / "params.yaml").read_text())
+    out = subprocess.run([sys.executable, "-m", "commands.params", "-S", "profile=lab", "-S", "train.epochs=3",
+                          "--only", "train"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in out.splitlines()[2:])}
+    assert set(rows) == {f"train.{key}" for key in written["train"]}
+    assert rows["train.dim"][:2] == [str(written["profiles"]["lab"]["train"]["dim"]), "profile lab"]
+    assert rows["train.epochs"][:2] == ["3", "-S"]
+    assert rows["train.dropout"][:2] == [str(written["train"]["dropout"]), "params.yaml"]
+    assert all(len(cells) == 3 and cells[2] for cells in rows.values())  # every parameter says what it means

@@ -50,7 +50,7 @@ def tiny_clone(tmp_path, schedules=("cosine", "square")) -> Path:
     clone = tmp_path / "clone"
     sh(f"git clone -q {REPO} {clone}", tmp_path)
     # Working-tree versions of the code, so the test checks what is being changed, not the last commit.
-    for sub in ("stages", "pipeline", "model", "dvc.yaml", "params.yaml"):
+    for sub in ("stages", "commands", "pipeline", "model", "dvc.yaml", "params.yaml"):
         src = REPO / sub
         shutil.copytree(src, clone / sub, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, clone / sub)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -114,7 +114,7 @@ def test_an_experiment_after_run_all_keeps_what_run_all_trained(tmp_path):
     """The GPU path (run_all, no DVC stage runs), then `dvc exp run`: run_all recorded its outputs in DVC, so the
     experiment reruns only what the change touches instead of removing the models it did not know."""
     clone = tiny_clone(tmp_path, schedules=("cosine",))
-    out = sh(f"{sys.executable} -m stages.run_all -S inpaint.seed=1", clone)
+    out = sh(f"{sys.executable} -m commands.run_all -S inpaint.seed=1", clone)
     assert "recorded in DVC" in out
     text = (clone / "params.yaml").read_text()
     assert "seed: 1" in text.split("inpaint:")[1].split("evaluate:")[0]  # the -S value, as dvc exp run -S writes it

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO
 from pipeline.config import get_dotted, read_params
 
-PACKAGES = ("model", "pipeline", "stages", "bench")
+PACKAGES = ("model", "pipeline", "stages", "commands", "bench")
 
 
 def module_file(name: str) -> str | None:
@@ -76,6 +76,28 @@ def test_no_stage_imports_another_stage_and_bench_imports_no_stage():
     for path in (REPO / "model").glob("*.py"):  # the science reads no files and no parameters
         found = imported_files(path.read_text())
         assert all(f.startswith("model/") for f in found), (path.name, found)
+
+
+def test_the_stages_folder_holds_exactly_the_stages_of_dvc_yaml():
+    modules = {stage_module(stage) for stage in dvc_stages().values()}
+    files = {f"stages/{p.name}" for p in (REPO / "stages").glob("*.py") if p.name != "__init__.py"}
+    assert files == modules, f"not a dvc.yaml stage: {sorted(files - modules)}; no module: {sorted(modules - files)}"
+
+
+def test_model_reads_no_file_and_no_environment():
+    """The science takes its inputs as arguments: no file or environment access anywhere in model/."""
+    io_modules = {"os", "pathlib", "io", "shutil", "json", "yaml", "importlib", "pickle", "csv", "sys"}
+    io_names = {"open", "environ", "getenv", "load", "save", "read_text", "read_bytes", "loadtxt", "fromfile"}
+    for path in sorted((REPO / "model").glob("*.py")):
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [a.name for a in node.names if a.name.split(".")[0] in io_modules]
+            elif isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in io_modules:
+                found.append(node.module)
+            elif isinstance(node, ast.Name) and node.id in io_names or isinstance(node, ast.Attribute) and node.attr in io_names:
+                found.append(getattr(node, "id", getattr(node, "attr", "")))
+        assert not found, f"model/{path.name} does file or environment I/O: {found}"
 
 
 def file_md5(path) -> str:

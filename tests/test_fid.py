@@ -4,7 +4,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from model.fid import FrechetReference, gaussian_stats, inception_features, load_inception
+from model.fid import FrechetReference, gaussian_stats, inception_features
+from pipeline.inception import load_inception
 from model.synthetic import synthetic_faces
 from pipeline.config import load
 from pipeline.files import content_key
@@ -77,13 +78,13 @@ def test_features_are_stable_across_batch_sizes(net):
 
 
 def test_fid_grows_with_noise(net):
-    real = synthetic_faces(40, seed=4)
-    ref = FrechetReference(*gaussian_stats(inception_features(net, real, 40)))
+    real = synthetic_faces(20, seed=4)
+    ref = FrechetReference(*gaussian_stats(inception_features(net, real, 20)))
     rng = np.random.default_rng(0)
     fids = []
     for sigma in (0, 20, 50, 100):
         noisy = np.clip(real + rng.normal(0, sigma, real.shape), 0, 255).astype(np.uint8) if sigma else real
-        fids.append(ref.distance(inception_features(net, noisy, 40)))
+        fids.append(ref.distance(inception_features(net, noisy, 20)))
     assert abs(fids[0]) < 1e-3
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tiny import TINY
-from model.fid import inception_weights
+from pipeline.inception import inception_weights
 from model.synthetic import synthetic_faces
 from pipeline.files import save_png
 from conftest import REPO

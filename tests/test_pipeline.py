@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import re
 import shutil
 import sys
 
@@ -166,7 +167,7 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
         (inpainted / stale).mkdir(parents=True, exist_ok=True)
         (inpainted / stale / "summary.json").write_text('{"name": "killed"}')
     proc = tiny_project.run("run_all", *TINY, *sweep, "T=4", args=["--skip", "prepare", "vqgan", "tokens", "train"])
-    assert "| evaluate |" in proc.stdout
+    assert re.search(r"^\| evaluate +\| +[0-9.]+ \|$", proc.stdout, re.M), proc.stdout[-2000:]
     assert not (inpainted / ".headline.tmp-killed").exists()  # the next run of that output removes it
     assert "killed" not in tiny_project.path("reports", "comparison.csv").read_text()  # never scored
     # The headline is the sweep point cosine-T4-s0: decoded once, its folder copied (same timing).
@@ -275,7 +276,7 @@ def test_report_says_which_configurations_kid_does_not_tell_from_the_best():
     close, far, edge = row("close", 0.3, 0.2), row("far", 1.0, 0.2), row("edge", 0.4, 0.2)  # 1.5, 5, 2 errors
     text = readme([best, close, far, edge], None, best, "fid_composite", True, 1.0, None, "poisson")
     assert "KID does not tell it apart (less than two standard errors above it) from: `close`." in text
-    assert "| +0.30 ± 0.20 |" in text and "| +1.00 ± 0.20 |" in text
+    assert re.search(r"\| +\+0\.30 ± 0\.20 \|", text) and re.search(r"\| +\+1\.00 ± 0\.20 \|", text)
     text = readme([best, far], None, best, "fid_composite", True, 1.0, None, "poisson")
     assert "Its lead holds by KID" in text
 
@@ -378,7 +379,7 @@ def test_report_explains_only_the_rows_it_has():
 def test_run_all_reports_each_stages_peak_gpu_memory_on_a_gpu(project, monkeypatch, capsys):
     """Each stage's peak, read after it with the counter reset before it, and the run's highest (a fake
     CUDA: this machine has none; prepare runs for real, vqgan is a stand-in)."""
-    import stages.run_all
+    import commands.run_all
     import stages.vqgan
 
     peaks, resets = iter([3 * 2**30, 5.04 * 2**30]), []
@@ -387,13 +388,15 @@ def test_run_all_reports_each_stages_peak_gpu_memory_on_a_gpu(project, monkeypat
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
-    monkeypatch.setattr(stages.run_all, "plan", lambda cfg: [("prepare", [], "prepare"), ("vqgan", [], "vqgan")])
+    monkeypatch.setattr(commands.run_all, "plan", lambda cfg: [("prepare", [], "prepare"), ("vqgan", [], "vqgan")])
     monkeypatch.setattr(stages.vqgan, "main", lambda argv: None)
     monkeypatch.setattr(sys, "argv", ["run_all", *(x for o in TINY for x in ("-S", o))])
     monkeypatch.chdir(project.root)
-    stages.run_all.main()
+    commands.run_all.main()
     timings = json.loads(project.path("reports", "timings.json").read_text())
     assert [t["peak_gpu_gib"] for t in timings] == [3.0, 5.0, 5.0] and len(resets) == 2
     assert project.path("data", "prepared", "train.npy").exists()
-    table = capsys.readouterr().out.split("| stage | seconds | peak GPU memory (GiB) |")[1]
-    assert "| prepare | " in table and table.strip().endswith("| 5.0 |")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("|")]
+    assert rows[0] == ["stage", "seconds", "peak GPU memory (GiB)"]
+    assert [r[0] for r in rows[2:]] == ["prepare", "vqgan", "total"] and rows[-1][2] == "5"

@@ -20,15 +20,23 @@ from tiny import TINY
 ONE = [*TINY, "sweep.schedule=[cosine]", "sweep.T=[2, 3]", "sweep.sweet_spot=[0]", "T=2"]
 
 
-@pytest.fixture
-def trained(tiny_project, tmp_path) -> Project:
-    """A copy of the tiny trained project, its sweep (cosine at T=2 and 3) decoded and evaluated."""
-    shutil.copytree(tiny_project.root, tmp_path / "p", ignore=shutil.ignore_patterns("results", "reports"))
-    project = Project(tmp_path / "p")
+@pytest.fixture(scope="module")
+def evaluated(tiny_project, tmp_path_factory) -> Project:
+    """The tiny trained project with its sweep (cosine at T=2 and 3) decoded and evaluated, made once."""
+    root = tmp_path_factory.mktemp("evaluated") / "p"
+    shutil.copytree(tiny_project.root, root, ignore=shutil.ignore_patterns("results", "reports"))
+    project = Project(root)
     project.run("inpaint", *ONE, args=["--sweep", "--headline"])
     project.run("fid_reference", *ONE)
     project.run("evaluate", *ONE)
     return project
+
+
+@pytest.fixture
+def trained(evaluated, tmp_path) -> Project:
+    """A scratch copy of `evaluated`, for a test to break."""
+    shutil.copytree(evaluated.root, tmp_path / "p", symlinks=True)
+    return Project(tmp_path / "p")
 
 
 def one_line(err: str) -> bool:

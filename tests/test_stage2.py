@@ -138,7 +138,7 @@ def test_regional_compile_shares_one_graph_across_the_blocks(graph_recorder):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=name)
     assert len(graphs) == 1
     assert list(model.state_dict()) == list(reference.state_dict())
-    validate(model, tokens[:1], cfg.mask_token, {"batch_size": 1, "gamma": "cosine"}, contextlib.nullcontext)
+    validate(model, tokens[:1], cfg.mask_token, "cosine", 1, contextlib.nullcontext)
     assert len(graphs) == 1  # another batch size, eval mode and no_grad: eager, no recompile
 
 

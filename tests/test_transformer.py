@@ -96,8 +96,6 @@ def test_sincos_positions_against_the_closed_form():
             got = [pos[index, j], pos[index, dim // 4 + j], pos[index, dim // 2 + j], pos[index, 3 * dim // 4 + j]]
             assert [round(float(g), 6) for g in got] == [round(e, 6) for e in expect], (index, j)
     assert abs(pos.pow(2).mean().sqrt().item() - 0.02) < 1e-6  # the lab init's scale
-    with pytest.raises(ValueError, match="pos_init"):
-        BidirectionalTransformer(TransformerConfig(dim=32, n_layers=1, hidden_dim=64, n_heads=4, pos_init="rope"))
 
 
 def test_post_ln_block_and_tied_output_by_hand():

@@ -2,7 +2,7 @@
 each stage took (on a GPU also its peak memory; both in reports/timings.json). Writes the same outputs
 as `dvc repro`. Every parameter is checked before the first stage runs (`cli` checks them all).
 
-    python -m stages.run_all -S profile=lab -S data.source=.data/cats64
+    python -m commands.run_all -S profile=lab -S data.source=.data/cats64
 
 The stages run in this one process, each exactly as `python -m stages.<name>` would run it: torch is
 imported and CUDA started once instead of once a stage. No
@@ -21,19 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from pipeline.config import ConfigError, StageFailed, cli, run, write_overrides
 from pipeline.files import save_json
 from pipeline.paths import REPORTS
 from pipeline.runtime import pick_device
+from pipeline.schema import sweep_points
 
 HEADINGS = {"stage": "stage", "seconds": "seconds", "peak_gpu_gib": "peak GPU memory (GiB)"}  # timings.json → table
 
 def plan(cfg: dict) -> list[tuple[str, list[str], str]]:
     """(stage, its extra arguments, its label in the timing table) in pipeline order."""
-    sweep = cfg["sweep"]
-    points = len(sweep["schedule"]) * len(sweep["T"]) * len(sweep["sweet_spot"])
+    points = len(sweep_points(cfg))
     return [(name, [], name) for name in ("prepare", "vqgan", "tokens", "train")] + [
         # the sweep and the headline in one call: the models load once
         ("inpaint", ["--sweep", "--headline"], f"inpaint sweep ({points} configurations) and headline"),
@@ -77,11 +78,11 @@ def record_in_dvc(overrides: list[str], skipped: bool) -> None:
     print("\nrun_all: recorded in DVC (dvc commit)" + (", the -S values written into params.yaml" if overrides else ""))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     def args(parser):
         parser.add_argument("--skip", nargs="*", default=[], help="stages to skip (e.g. evaluate)")
 
-    cfg, a = cli(__doc__, args)
+    cfg, a = cli(__doc__, args, argv)
     stages = [(stage, importlib.import_module(f"stages.{stage}"), extra, label)
               for stage, extra, label in plan(cfg) if stage not in a.skip]
     overrides = [x for o in a.overrides for x in ("-S", o)]
@@ -105,9 +106,7 @@ def main() -> None:
         timings[-1]["peak_gpu_gib"] = max((t["peak_gpu_gib"] for t in timings[:-1]), default=0.0)
     save_json(timings, REPORTS / "timings.json")
     record_in_dvc(a.overrides, skipped=bool(a.skip))
-    print("\n| " + " | ".join(HEADINGS[k] for k in timings[-1]) + " |\n|" + "---|" * len(timings[-1]))
-    for t in timings:
-        print("| " + " | ".join(str(v) for v in t.values()) + " |")
+    print("\n" + pd.DataFrame(timings).rename(columns=HEADINGS).to_markdown(index=False))
 
 
 if __name__ == "__main__":

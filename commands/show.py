@@ -1,7 +1,7 @@
 """Draw the iterative decoding of any test images, for a demo: the latent mask and the predicted image at every
 iteration, under any schedule, T and sweet spot, from the trained models. Changes no DVC output.
 
-    python -m stages.show 17 42 --schedule square --T 10 [--sweet-spot 3] [-S inpaint.confidence=maskgit]
+    python -m commands.show 17 42 --schedule square --T 10 [--sweet-spot 3] [-S inpaint.confidence=maskgit]
 
 Writes results/show/<schedule>-T<T>-s<sweet spot>/serial_NNN.png and prints the paths. Each image draws its own
 decoding noise (seeded by `inpaint.seed` and its serial), so its pictures are byte for byte those the `inpaint`
@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from model.iterative_decode import check_decode_args
-from pipeline.config import ConfigError, cli, run
+from pipeline.config import check_point, cli, run
 from pipeline.decoding import check_serials, decode, load_inputs
 from pipeline.files import atomic_file, require, save_png
 from pipeline.paths import RESULTS, TEST
+from pipeline.schema import config_name
 from pipeline.runtime import pick_device
 
 SHOWN = RESULTS.parent / "show"
@@ -34,17 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     schedule = a.schedule or cfg["schedule"]
     T = a.T if a.T is not None else cfg["T"]
     sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
-    try:
-        check_decode_args(T, sweet_spot, schedule)
-    except ValueError as e:
-        raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: {e}") from None
+    check_point(schedule, T, sweet_spot)
     count = len(np.load(require(TEST / "masked.npy", "prepare"), mmap_mode="r"))  # the header only
     check_serials(a.serials, count, "show")
     serials = list(dict.fromkeys(a.serials))
     t0 = time.time()
     inputs = load_inputs(cfg, pick_device(cfg["device"]))
     _, pictures = decode(inputs, cfg["inpaint"], schedule, T, sweet_spot, serials, serials)
-    folder = SHOWN / f"{schedule}-T{T}-s{sweet_spot}"
+    folder = SHOWN / config_name(schedule, T, sweet_spot)
     folder.mkdir(parents=True, exist_ok=True)
     for s in serials:
         with atomic_file(folder / f"serial_{s:03d}.png") as tmp:
