@@ -62,7 +62,7 @@ class Project:
             raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
 
-    def fails(self, stage: str, *overrides: str) -> str:
+    def fails(self, stage: str, *overrides: str, args=()) -> str:
         """Run a command that must refuse its input, in this process (a refusal comes before any work, so a fresh
         interpreter, two seconds of imports, buys nothing): its stderr, once its `run` has exited with status 2."""
         main = importlib.import_module(self.module(stage)).main
@@ -71,7 +71,7 @@ class Project:
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 with pytest.raises(SystemExit) as stop:
-                    run(lambda: main([a for o in overrides for a in ("-S", o)]))
+                    run(lambda: main([a for o in overrides for a in ("-S", o)] + list(args)))
         finally:
             os.chdir(cwd)
         assert stop.value.code == 2, f"{stage} exited with {stop.value.code}:\n{err.getvalue()[-3000:]}"
@@ -116,8 +116,8 @@ def project(tmp_path) -> Project:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Project:
-    """prepare → vqgan → tokens → train, once per test session, at TINY sizes."""
+    """prepare → vqgan → tokens → train, once per test session (per xdist worker), at TINY sizes, in one process
+    (`run_all`, which writes what each stage writes alone: test_pipeline.py)."""
     proj = Project(tmp_path_factory.mktemp("tiny"))
-    for stage in ("prepare", "vqgan", "tokens", "train"):
-        proj.run(stage, *TINY)
+    proj.run("run_all", *TINY, args=["--skip", "inpaint", "fid_reference", "evaluate"])
     return proj

@@ -95,8 +95,8 @@ def test_model_reads_no_file_and_no_environment():
                 found += [a.name for a in node.names if a.name.split(".")[0] in io_modules]
             elif isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in io_modules:
                 found.append(node.module)
-            elif isinstance(node, ast.Name) and node.id in io_names or isinstance(node, ast.Attribute) and node.attr in io_names:
-                found.append(getattr(node, "id", getattr(node, "attr", "")))
+            elif getattr(node, "id", None) in io_names or getattr(node, "attr", None) in io_names:
+                found.append(getattr(node, "id", None) or node.attr)
         assert not found, f"model/{path.name} does file or environment I/O: {found}"
 
 

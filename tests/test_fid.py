@@ -77,6 +77,7 @@ def test_features_are_stable_across_batch_sizes(net):
     np.testing.assert_allclose(whole, split, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fid_grows_with_noise(net):
     real = synthetic_faces(20, seed=4)
     ref = FrechetReference(*gaussian_stats(inception_features(net, real, 20)))

@@ -19,7 +19,8 @@ from conftest import REPO
 
 
 def session(root, phase, out, *extra, **env):
-    settings = [*TINY, "device=cpu", "vqgan.compile=false", "train.compile=false", *extra]
+    settings = [*TINY, "device=cpu", "vqgan.compile=false", "train.compile=false", "sweep.schedule=[cosine]",
+                "sweep.T=[4]", "sweep.sweet_spot=[0]", *extra]  # one sweep point: the phases, not the grid
     overrides = " ".join("-S " + o.replace(" ", "") for o in settings)  # the script splits them on spaces
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "OUT": str(out),
            "OVERRIDES": overrides, "BENCH": "0", **env}
@@ -36,7 +37,7 @@ def members(archive) -> set:
 def scratch_project(tmp_path):
     """The code, params and dvc.yaml in tmp_path/repo, as a call copies the checkout (without .data)."""
     root = tmp_path / "repo"
-    for folder in ("bench", "model", "pipeline", "stages"):
+    for folder in ("bench", "commands", "model", "pipeline", "stages"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("params.yaml", "dvc.yaml"):  # dvc.yaml: which parameters shape each stage's outputs (lineage)
         shutil.copy(REPO / name, root / name)

@@ -50,9 +50,9 @@ def test_a_stage_refuses_inputs_made_from_other_data(trained):
     before = trained.path("results", "inpaint", "headline", "composite.npy").read_bytes()
     trained.run("prepare", *ONE, "data.seed=1")
     for command, args in (("inpaint", []), ("show", ["1"])):
-        err = trained.run(command, *ONE, "data.seed=1", args=args, check=False).stderr
+        err = trained.fails(command, *ONE, "data.seed=1", args=args)
         assert one_line(err) and "was made with data.seed=0" in err and "rerun `vqgan`" in err, err
-        err = trained.run(command, *ONE, args=args, check=False).stderr  # the parameters the models were made with
+        err = trained.fails(command, *ONE, args=args)  # the parameters the models were made with
         assert one_line(err) and "was made from another data/prepared/" in err, err
     assert trained.path("results", "inpaint", "headline", "composite.npy").read_bytes() == before
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from tiny import TINY
@@ -30,6 +31,7 @@ def stage2_project(tiny_project, tmp_path) -> Project:
     return proj
 
 
+@pytest.mark.slow
 def test_train_resumes_after_a_kill_and_matches(tiny_project, tmp_path):
     proj = stage2_project(tiny_project, tmp_path)
     over = [*TINY, "train.epochs=4", "train.checkpoint_every=7"]
