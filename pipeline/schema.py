@@ -117,7 +117,17 @@ class Data(Section):
         return self
 
 
-class VQGAN(Section):
+class Training(Section):
+    """What both training stages take alike."""
+    batch_size: Count = Field(description="training batch")
+    lr: Positive = Field(description="peak learning rate")
+    warmup_steps: Natural = Field(description="linear warm-up steps before the cosine decay")
+    checkpoint_every: Count = Field(description="steps between resumable checkpoints, and one at half-way")
+    checkpoint_minutes: Positive = Field(description="... and at least this often")
+    seed: Natural = Field(description="seed of the initialisation, the batches and (stage 2) the masks")
+
+
+class VQGAN(Training):
     checkpoint: ExistingFile | None = Field(description="the lab's VQGAN.pt, adopted frozen | null: train stage 1")
     enc_channels: Annotated[list[Count], Field(min_length=1)] = Field(description="encoder widths, group by group")
     dec_channels: Annotated[list[Count], Field(min_length=1)] = Field(description="decoder widths, group by group")
@@ -132,23 +142,17 @@ class VQGAN(Section):
     resample: one_of(*RESAMPLES) = Field(description="conv: strided and upsampling convs (the lab's) | patch: 4x4 "
                                                      "patches in and out, every block at 16x16")
     beta: NonNegative = Field(description="commitment loss weight")
-    steps: Count = Field(description="training steps")
-    batch_size: Count = Field(description="training batch")
-    lr: Positive = Field(description="peak learning rate")
-    warmup_steps: Natural = Field(description="linear warm-up steps before the cosine decay")
     l1_weight: NonNegative = Field(description="weight of the L1 reconstruction loss")
     l2_weight: NonNegative = Field(description="weight of the L2 reconstruction loss")
     disc_start: Natural = Field(description="step at which the discriminator switches on (steps: never)")
     disc_weight: NonNegative = Field(description="scale of the adaptive generator weight")
     feature_weight: NonNegative = Field(description="discriminator feature-matching loss weight")
     quantize_start: Natural = Field(description="steps as a plain autoencoder before the codebook starts")
+    steps: Count = Field(description="training steps")
     codebook_restart_every: Count = Field(description="steps between restarts of dead codebook entries")
     decoder_only_from: Natural | None = Field(description="from this step only the decoder trains | null: never")
-    checkpoint_every: Count = Field(description="steps between resumable checkpoints, and one at half-way")
-    checkpoint_minutes: Positive = Field(description="... and at least this often")
     eval_every: Count = Field(description="steps between validation PSNR measurements")
     compile: Compile = Field(description="torch.compile each residual and attention block (regional) | false")
-    seed: Natural = Field(description="seed of the initialisation and the batches")
 
     @model_validator(mode="after")
     def _phases_ordered(self):
@@ -176,7 +180,7 @@ class Tokens(Section):
                                                                 "with this fill | null: those stage 2 saw")
 
 
-class Train(Section):
+class Train(Training):
     dim: Count = Field(description="transformer width")
     n_layers: Count = Field(description="transformer blocks")
     hidden_dim: Count = Field(description="width of the feed-forward layer")
@@ -187,17 +191,11 @@ class Train(Section):
     tok_init: one_of(*TOK_INITS) = Field(description="token embeddings start as stage 1's codebook (codebook) or "
                                                       "random (normal: the lab's)")
     epochs: Count = Field(description="passes over the training tokens")
-    batch_size: Count = Field(description="training batch")
-    lr: Positive = Field(description="peak learning rate")
     weight_decay: NonNegative = Field(description="AdamW weight decay of the weight matrices")
-    warmup_steps: Natural = Field(description="linear warm-up steps before the cosine decay")
     grad_clip: Positive = Field(description="gradient norm clip")
     gamma: Schedule = Field(description="training mask-ratio schedule")
     label_smoothing: Fraction = Field(description="label smoothing of the masked-token loss")
-    checkpoint_every: Count = Field(description="steps between resumable checkpoints, and one at half-way")
-    checkpoint_minutes: Positive = Field(description="... and at least this often")
     compile: Compile = Field(description="torch.compile each transformer block (regional) | false")
-    seed: Natural = Field(description="seed of the initialisation, the batches and the masks")
 
     @model_validator(mode="after")
     def _dim_splits(self):
