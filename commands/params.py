@@ -12,8 +12,8 @@ import argparse
 
 import pandas as pd
 
-from pipeline.config import check, get_dotted, overridden, parse_overrides, read_params, resolve, run
-from pipeline.schema import declared
+from pipeline.config import check, overridden, parse_overrides, read_params, resolve, run
+from pipeline.schema import declared, get_dotted
 
 
 def as_yaml(value) -> str:

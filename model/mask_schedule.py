@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from model.choices import is_schedule
+from model.choices import POWER_SCHEDULE, is_schedule
 
 
 def mask_schedule(r, name: str = "cosine"):
@@ -31,6 +31,6 @@ def mask_schedule(r, name: str = "cosine"):
     elif name == "exp":
         g = 1 - (torch.exp(t) - 1) / (math.e - 1)
     else:
-        g = 1 - t ** float(name[3:])
+        g = 1 - t ** float(POWER_SCHEDULE.fullmatch(name).group(1))
     g = g.clamp(0.0, 1.0)
     return g.item() if g.ndim == 0 and not isinstance(r, torch.Tensor) else g

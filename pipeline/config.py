@@ -13,12 +13,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from pipeline.paths import PARAMS
-from pipeline.schema import Params, Point, ValidationError, declared, first_error
+from pipeline.schema import Params, Point, declared, first_error, get_dotted
 
 PATH_KEYS = ("data.source", "data.test_gt", "vqgan.checkpoint")  # taken as written with -S, not read as YAML
 
@@ -181,12 +182,6 @@ def dataclass_from(cls, section: dict, **given):
     """A `model/` config dataclass from a params.yaml section: each field the section holds, by the field's name
     (the names are the parameters'), and the others from `given` or the field's default."""
     return cls(**{**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section}, **given})
-
-
-def get_dotted(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
 
 
 def _check_device(name: str) -> None:

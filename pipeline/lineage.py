@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import ConfigError, get_dotted
+from pipeline.config import ConfigError
+from pipeline.schema import get_dotted
 from pipeline.files import require
 
 RECORD = "lineage.json"

@@ -21,14 +21,19 @@ def table(rows: list[dict], columns=COLUMNS) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(columns), dtype=object)
 
 
+def absent(v) -> bool:
+    """None, or the missing value a DataFrame holds for a key a row lacks."""
+    return v is None or pd.isna(v)
+
+
 def fmt(v, sign: bool = False) -> str:
-    if v is None or pd.isna(v):
+    if absent(v):
         return "—"
     return f"{v:{'+' if sign else ''}.2f}" if isinstance(v, float) else str(v)
 
 
 def with_error(value, se, sign: bool = False) -> str:
-    return fmt(value, sign) + ("" if fmt(value) == "—" or fmt(se) == "—" else f" ± {se:.2f}")
+    return fmt(value, sign) + ("" if absent(value) or absent(se) else f" ± {se:.2f}")
 
 
 def markdown_table(rows: list[dict], primary: str) -> str:

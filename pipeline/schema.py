@@ -2,18 +2,19 @@
 
 One pydantic model per params.yaml section. The rules that tie one parameter to another are the models'
 validators. The method names come from `model.choices`, where the methods are, without importing torch.
-A resolved configuration (profile filled in) is checked with `validate`, which the stages run first.
+A resolved configuration (profile filled in) is checked by `pipeline.config.check`, which every stage runs first.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic.fields import FieldInfo
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from model.choices import BLENDS, CONFIDENCES, POS_INITS, PREFILLS, RESAMPLES, SCHEDULES, TOK_INITS, is_schedule
 
@@ -264,7 +265,14 @@ def headline_point(cfg: dict) -> tuple:
     return cfg["schedule"], cfg["T"], cfg["sweet_spot"], "headline"
 
 
+def get_dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 # ---------------------------------------------------------------- what a failed check says
+@functools.cache
 def declared(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, object]:
     """{dotted key: pydantic FieldInfo} of every parameter (leaf) the schema declares."""
     out = {}
@@ -307,16 +315,13 @@ def expected(kind, metadata=()) -> str:
         return says.words
     if origin is Literal:
         return "one of " + ", ".join(_choice(c) for c in args)
-    if origin is Union:
-        inner = [a for a in args if a is not type(None)]
-        return f"null or {expected(inner[0])}" if len(inner) == 1 else " or ".join(expected(a) for a in inner)
+    if origin is Union:  # X | None
+        return f"null or {expected(next(a for a in args if a is not type(None)))}"
     if origin is list:
         short = any(isinstance(m, at.MinLen) and m.min_length for m in metadata)
         return f"a{' non-empty ' if short else ' '}list, each item {expected(args[0])}, e.g. [1, 2]"
     if kind is bool:
         return "one of true, false"
-    if kind is str:
-        return "a non-empty text"
     return _number_words(kind.__name__, metadata)
 
 
@@ -331,8 +336,5 @@ def first_error(error: ValidationError, cfg: dict, model: type[BaseModel] = Para
     fields = declared(model)
     if key not in fields:  # a rule between parameters: its message names them
         return str(e["ctx"]["error"]) if "error" in e.get("ctx", {}) else e["msg"]
-    value = cfg
-    for part in key.split("."):
-        value = value[part]
     info = fields[key]
-    return f"{key} is {value!r}; expected {expected(info.annotation, info.metadata)}"
+    return f"{key} is {get_dotted(cfg, key)!r}; expected {expected(info.annotation, info.metadata)}"

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline.config import get_dotted, read_params
+from pipeline.config import read_params
+from pipeline.schema import get_dotted
 
 PACKAGES = ("model", "pipeline", "stages", "commands", "bench")
 

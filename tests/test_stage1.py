@@ -140,8 +140,9 @@ def test_the_quick_stage_1_reconstructs_the_synthetic_faces_past_20_db_in_300_st
 def kill_after_checkpoint(project, stage, *overrides):
     """Start a stage, SIGKILL it once it has written a checkpoint, and return that checkpoint's step."""
     cmd = [sys.executable, "-m", f"stages.{stage}"] + [a for o in overrides for a in ("-S", o)]
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",  # the thread count too: the runs it is compared with
-           **{k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}}  # have it (tests/conftest.py)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    if "OMP_NUM_THREADS" in os.environ:  # the thread count of the runs it is compared with (tests/conftest.py)
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
     proc = subprocess.Popen(cmd, cwd=project.root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
