@@ -15,6 +15,8 @@ TOK_INITS = ("normal", "codebook")   # model.mvtm: new_transformer, given a code
 CONFIDENCES = ("lab", "maskgit")     # model.iterative_decode: what the Gumbel noise is added to
 BLENDS = ("paste", "poisson")        # model.blend: blender
 PREFILLS = ("grey", "telea", "ns")   # model.baselines: grey as given, or OpenCV's inpainting first
+ORDERS = ("confidence", "halton")    # model.iterative_decode: which masked tokens a step commits
+MASK_KINDS = ("brush", "box", "outpaint", "mix")  # model.masking.generated_masks: a generated test set's holes
 
 
 def is_schedule(name) -> bool:

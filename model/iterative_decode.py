@@ -4,8 +4,9 @@ Step t = 1 … T: predict every masked token, score each prediction by its confi
 scaled by `choice_temperature`·(1 − t/T), and keep the n_i = ceil(γ(t/T)·N_i) least confident masked for
 the next step, where N_i is image i's initial masked count. Known tokens never change. The confidence is
 the predicted token's probability (`lab`, the lab template's) or its log-probability (`maskgit`, as
-google-research/maskgit's `parallel_decode.py`). Each image draws its noise from its own generator, so its
-decoding does not depend on the batch it is decoded in.
+google-research/maskgit's `parallel_decode.py`). With `order="halton"` the same counts are committed in the
+order of a 2-D Halton sequence instead (model.decoding_order), with no noise. Each image draws its noise from
+its own generator, so its decoding does not depend on the batch it is decoded in.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.choices import CONFIDENCES
+from model.choices import CONFIDENCES, ORDERS
+from model.decoding_order import halton_priority
 from model.mask_schedule import mask_schedule
 
 
@@ -54,7 +56,7 @@ def confidence(probability: torch.Tensor, noise: torch.Tensor, scale: float, for
 @torch.no_grad()
 def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: int, schedule: str = "cosine",
                      sweet_spot: int = 0, mask_token: int, num_codes: int, choice_temperature: float = 4.5,
-                     temperature: float = 0.0, confidence_form: str = "lab",
+                     temperature: float = 0.0, confidence_form: str = "lab", order: str = "confidence",
                      generators: list[torch.Generator] | None = None) -> DecodeResult:
     """Inpaint the masked tokens.
 
@@ -69,10 +71,13 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
       choice_temperature: scale of the Gumbel noise on the confidence, annealed by (1 − t/T).
       temperature: 0 picks the argmax token; > 0 samples at that temperature.
       confidence_form: `lab` (probability) or `maskgit` (log-probability) under the noise.
+      order: `confidence` commits the highest scores; `halton` the masked positions a Halton sequence
+        reaches first.
       generators: one per image (`image_generators`), so a configuration reproduces exactly whatever the
         batch; None draws from torch's global generator.
     """
-    assert T >= 1 and 0 <= sweet_spot <= T and confidence_form in CONFIDENCES, (T, sweet_spot, confidence_form)
+    assert T >= 1 and 0 <= sweet_spot <= T and confidence_form in CONFIDENCES and order in ORDERS, \
+        (T, sweet_spot, confidence_form, order)
     steps = sweet_spot or T
     generators = generators or [None] * len(tokens)  # None: torch's global generator
     noise = gumbel_noise(generators, steps, tokens.shape[1], tokens.device)
@@ -80,6 +85,7 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
     n_initial = mask.sum(1)
     current = torch.where(still, mask_token, tokens)
     masks, predictions = [still.clone()], []
+    halton = halton_priority(tokens.shape[1]).to(tokens.device).expand(len(tokens), -1) if order == "halton" else None
     for t in range(1, steps + 1):
         logits = predict(current)[..., :num_codes].float()
         probs = torch.softmax(logits, dim=-1)
@@ -93,7 +99,10 @@ def iterative_decode(predict, tokens: torch.Tensor, mask: torch.Tensor, *, T: in
         predictions.append(predicted.clone())
 
         probability = probs.gather(-1, chosen[..., None]).squeeze(-1)
-        score = confidence(probability, noise[t - 1], choice_temperature * (1 - t / T), confidence_form)
+        if halton is None:
+            score = confidence(probability, noise[t - 1], choice_temperature * (1 - t / T), confidence_form)
+        else:
+            score = halton
         score = torch.where(still, score, math.inf)   # only masked tokens compete
         n_masked = still.sum(1)
         keep = torch.minimum(masked_counts(n_initial, t, T, schedule), (n_masked - 1).clamp_min(0))

@@ -1,4 +1,5 @@
-"""Masks: the lab's pixel-to-token rule, free-form brush holes, and training masks for MVTM."""
+"""Masks: the lab's pixel-to-token rule, the holes of a generated test set (free-form brush strokes, a box,
+an outpainting border, or a mix), and training masks for MVTM."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.choices import MASK_KINDS
 from model.mask_schedule import mask_schedule
 
 
@@ -48,6 +50,52 @@ def brush_masks(n: int, seed: int, size: int = 64, hole_range=(0.15, 0.35)) -> n
                 y = float(np.clip(y + step * math.sin(angle), 0, size - 1))
                 x = float(np.clip(x + step * math.cos(angle), 0, size - 1))
         out[i][hole] = 0
+    return out
+
+
+def box_hole(x: int, y: int, width: int, height: int, size: int = 64) -> np.ndarray:
+    """bool (size, size), True on the rectangle of `width` x `height` pixels whose top-left pixel is (x, y)."""
+    hole = np.zeros((size, size), bool)
+    hole[y:y + height, x:x + width] = True
+    return hole
+
+
+def border_hole(pixels: int, size: int = 64) -> np.ndarray:
+    """bool (size, size), True on the outermost `pixels` rows and columns: outpainting."""
+    hole = np.ones((size, size), bool)
+    hole[pixels:size - pixels, pixels:size - pixels] = False
+    return hole
+
+
+def _rectangle(rng: np.random.Generator, area: float, size: int) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of a rectangle of about `area` pixels, aspect ratio from 1:2 to 2:1, placed
+    uniformly inside the image."""
+    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    width = int(np.clip(round(np.sqrt(area * aspect)), 1, size))
+    height = int(np.clip(round(area / width), 1, size))
+    width = int(np.clip(round(area / height), 1, size))  # what the clipped height lost
+    return int(rng.integers(0, size - width + 1)), int(rng.integers(0, size - height + 1)), width, height
+
+
+def generated_masks(kind: str, n: int, seed: int, size: int = 64, hole_range=(0.15, 0.35)) -> np.ndarray:
+    """n test masks of `kind` (model.choices.MASK_KINDS), uint8 (n, size, size), 0 = hole, 255 = known; each
+    draws its hole fraction from `hole_range`. brush: random-walk strokes (`brush_masks`); box: one rectangle
+    hole; outpaint: one rectangle known and the rest a hole (a border, or one or two sides); mix: each mask
+    one of the three, drawn uniformly."""
+    assert kind in MASK_KINDS, kind
+    if kind == "brush":
+        return brush_masks(n, seed, size, hole_range)
+    rng = np.random.default_rng([seed, MASK_KINDS.index(kind)])
+    kinds = rng.choice(MASK_KINDS[:3], n) if kind == "mix" else [kind] * n
+    out = np.full((n, size, size), 255, np.uint8)
+    for i, k in enumerate(kinds):
+        fraction = rng.uniform(*hole_range)
+        if k == "brush":
+            out[i] = brush_masks(1, int(rng.integers(2**31)), size, (fraction, fraction))[0]
+        elif k == "box":
+            out[i][box_hole(*_rectangle(rng, fraction * size * size, size), size)] = 0
+        else:
+            out[i][~box_hole(*_rectangle(rng, (1 - fraction) * size * size, size), size)] = 0
     return out
 
 

@@ -16,7 +16,8 @@ import annotated_types as at
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from model.choices import BLENDS, CONFIDENCES, POS_INITS, PREFILLS, RESAMPLES, SCHEDULES, TOK_INITS, is_schedule
+from model.choices import (BLENDS, CONFIDENCES, MASK_KINDS, ORDERS, POS_INITS, PREFILLS, RESAMPLES, SCHEDULES,
+                           TOK_INITS, is_schedule)
 
 
 class Says:
@@ -106,6 +107,9 @@ class Data(Section):
     sizes: Sizes
     hole_min: Annotated[float, Field(ge=0, le=1)] = Field(description="smallest hole fraction of the test masks")
     hole_max: Annotated[float, Field(gt=0, le=1)] = Field(description="largest hole fraction of the test masks")
+    masks: one_of(*MASK_KINDS) = Field(description="the test holes drawn for a source that is not the lab's: brush "
+                                                   "strokes | one box | outpaint (a rectangle known, the rest a "
+                                                   "hole) | a mix of the three")
     max_extract_gb: Positive = Field(description="an archive may extract at most this much ...")
     max_extract_ratio: Annotated[float, Field(ge=1)] = Field(description="... and at most this many times its own "
                                                                          "size (a zip bomb is refused)")
@@ -212,6 +216,8 @@ class Inpaint(Section):
     confidence: one_of(*CONFIDENCES) = Field(description="what the noise is added to: the probability (lab) | "
                                                          "its log (maskgit, the paper's code)")
     temperature: NonNegative = Field(description="token temperature: 0 = argmax, > 0 samples")
+    order: one_of(*ORDERS) = Field(description="which masked tokens each step commits: the most confident | those a "
+                                               "2-D Halton sequence reaches first")
     composite: Flag = Field(description="the primary output pastes the known pixels back | the raw VQGAN decode")
     blend: one_of(*BLENDS) = Field(description="composite: Poisson-blend the decoded holes in | paste them")
     picture_serials: list[Natural] = Field(description="test images whose decoding is drawn at every iteration")

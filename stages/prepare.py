@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.masking import brush_masks, token_mask_from_pixels
+from model.masking import generated_masks, token_mask_from_pixels
 from model.synthetic import synthetic_faces
 from pipeline import sources
 from pipeline.config import ConfigError, cli, run
@@ -76,8 +76,9 @@ def dedup(images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     return kept, len(images) - len(kept)
 
 
-def test_set_from_images(gt: np.ndarray, seed: int, hole_range) -> dict:
-    masks = brush_masks(len(gt), seed=seed + 1, hole_range=hole_range)
+def test_set_from_images(gt: np.ndarray, data: dict) -> dict:
+    masks = generated_masks(data["masks"], len(gt), seed=data["seed"] + 1,
+                            hole_range=(data["hole_min"], data["hole_max"]))
     masked = gt.copy()
     masked[masks == 0] = 128
     return {"masked": masked, "mask64": masks, "gt": gt}
@@ -93,7 +94,8 @@ def from_images(images: list[np.ndarray], data: dict, summary: dict, batch: int)
     test_idx = order[:sizes["test"]]
     val_idx = order[sizes["test"]:sizes["test"] + sizes["val"]]
     train_idx = order[sizes["test"] + sizes["val"]:][:sizes["train"]]
-    test = test_set_from_images(images[test_idx], data["seed"], (data["hole_min"], data["hole_max"]))
+    test = test_set_from_images(images[test_idx], data)
+    summary["test_masks"] = data["masks"]
     return {"train": images[train_idx], "val": images[val_idx]}, test
 
 
@@ -107,6 +109,8 @@ def from_lab(layout: sources.LabLayout, data: dict, summary: dict) -> tuple[dict
         summary[f"{split}_count"] = len(arrays[split])
     masked = _stack_64([_read_masked(p) for p in layout.masked], layout.masked)
     masks = np.stack([sources.decode_mask(p) for p in layout.masks])
+    if data["masks"] != "brush":
+        print(f"prepare: data.masks={data['masks']} is for generated test sets; the lab layout keeps its own masks")
     test = {"masked": masked, "mask64": masks, "gt": None}
     if data["test_gt"]:
         test["gt"] = sources.read_test_gt_csv(Path(data["test_gt"]), len(masked))

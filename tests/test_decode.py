@@ -1,9 +1,11 @@
 """Mask schedules and iterative decoding, with stub and oracle predictors."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from model.decoding_order import halton_order
 from model.iterative_decode import confidence, gumbel_noise, image_generators, iterative_decode
 from model.mask_schedule import mask_schedule
 
@@ -155,3 +157,45 @@ def test_maskgit_confidence_commits_the_most_probable_tokens_first_under_small_n
         for i in range(6):
             if still[i].any() and (mask[i] & ~still[i]).any():
                 assert probs[i][still[i]].max() <= probs[i][mask[i] & ~still[i]].min()
+
+
+def base_digits_reversed(i: int, base: int) -> float:
+    """The radical inverse, computed another way: i written in `base` (numpy's base_repr), its digits read
+    backwards after the radix point, in exact fractions."""
+    from fractions import Fraction
+
+    digits = np.base_repr(i, base)
+    return float(sum(Fraction(int(d), base ** (k + 1)) for k, d in enumerate(reversed(digits))))
+
+
+def test_the_halton_order_is_the_first_visit_order_of_radical_inverses_in_bases_2_and_3():
+    expected, i = [], 0
+    while len(expected) < 256:
+        i += 1
+        cell = (math.floor(base_digits_reversed(i, 3) * 16), math.floor(base_digits_reversed(i, 2) * 16))
+        if cell not in expected:
+            expected.append(cell)
+    order = halton_order(16).tolist()
+    assert order == [row * 16 + col for row, col in expected]
+    # by hand: i=1 is (x, y) = (1/2, 1/3) → row 5, column 8; i=2 is (1/4, 2/3) → row 10, column 4
+    assert order[:2] == [5 * 16 + 8, 10 * 16 + 4] and sorted(order) == list(range(256))
+
+
+@pytest.mark.parametrize("schedule, T", [("cosine", 8), ("linear", 5)])
+def test_halton_decoding_commits_the_earliest_halton_positions_still_masked(schedule, T):
+    tokens, mask = batch_of_different_masks(3)
+    rank = {pos: k for k, pos in enumerate(halton_order(16).tolist())}
+    confident = iterative_decode(stub_predictor, tokens, mask, T=T, schedule=schedule, mask_token=MASK, num_codes=V,
+                                 generators=image_generators(0, range(len(tokens)), "cpu"))
+    out = iterative_decode(stub_predictor, tokens, mask, T=T, schedule=schedule, mask_token=MASK, num_codes=V,
+                           order="halton", generators=image_generators(0, range(len(tokens)), "cpu"))
+    assert torch.equal(out.masks.sum(2), confident.masks.sum(2))  # the schedule's counts, unchanged
+    for t in range(1, T + 1):
+        for i in range(len(tokens)):
+            before, after = out.masks[t - 1, i].nonzero().flatten().tolist(), out.masks[t, i]
+            committed = sorted(before, key=rank.get)[:len(before) - int(after.sum())]
+            assert set(committed) == set(before) - set(after.nonzero().flatten().tolist()), (t, i)
+    # no noise enters the order: other generators, the same masks
+    again = iterative_decode(stub_predictor, tokens, mask, T=T, schedule=schedule, mask_token=MASK, num_codes=V,
+                             order="halton", generators=image_generators(7, range(len(tokens)), "cpu"))
+    assert torch.equal(again.masks, out.masks)

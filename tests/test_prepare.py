@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import CATS64, LAB_SAMPLE, needs_cats64, needs_lab_sample
-from model.masking import token_mask_from_pixels
+from model.masking import brush_masks, generated_masks, token_mask_from_pixels
 from pipeline import sources
 from pipeline.files import load_png
 
@@ -415,3 +415,36 @@ def test_every_stage_checks_every_parameter_before_any_work(project, override, m
     err = project.fails("prepare", override)
     assert message in err and "Traceback" not in err, err
     assert not project.path("data").exists()
+
+
+def bounding_box_area(region: np.ndarray) -> int:
+    ys, xs = np.nonzero(region)
+    return int((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+
+
+def kinds_of(mask: np.ndarray) -> set:
+    """What a generated test mask can be, read off its pixels: one hole rectangle (box), one known rectangle
+    (outpaint; a strip along one side is both), or neither (brush strokes)."""
+    hole = mask == 0
+    kinds = {k for k, region in (("box", hole), ("outpaint", ~hole)) if region.sum() == bounding_box_area(region)}
+    return kinds or {"brush"}
+
+
+@pytest.mark.parametrize("kind", ["brush", "box", "outpaint", "mix"])
+def test_each_kind_of_test_hole_is_what_it_says_within_the_hole_range(kind):
+    masks = generated_masks(kind, 60, seed=3, hole_range=(0.2, 0.3))
+    assert masks.dtype == np.uint8 and masks.shape == (60, 64, 64) and set(np.unique(masks)) <= {0, 255}
+    fractions = (masks == 0).mean(axis=(1, 2))
+    slack = 80 / 4096  # a brush stops after the disc that reaches its target; a rectangle's sides are rounded
+    assert fractions.min() >= 0.2 - slack and fractions.max() <= 0.3 + slack
+    found = [kinds_of(m) for m in masks]
+    if kind == "mix":
+        assert {"brush"} in found and {"box"} in found and {"outpaint"} in found
+    else:
+        assert all(kind in k for k in found)
+    assert np.array_equal(generated_masks(kind, 60, seed=3, hole_range=(0.2, 0.3)), masks)
+    assert not np.array_equal(generated_masks(kind, 60, seed=4, hole_range=(0.2, 0.3)), masks)
+
+
+def test_the_default_test_holes_are_the_brush_strokes_they_were():
+    assert np.array_equal(generated_masks("brush", 5, seed=1), brush_masks(5, seed=1))
