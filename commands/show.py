@@ -3,7 +3,8 @@ iteration, under any schedule, T and sweet spot, from the trained models. Change
 
     python -m commands.show 17 42 --schedule square --T 10 [--sweet-spot 3] [-S inpaint.confidence=maskgit]
 
-Writes results/show/<schedule>-T<T>-s<sweet spot>/serial_NNN.png and prints the paths. Each image draws its own
+Writes results/show/<schedule>-T<T>-s<sweet spot>/serial_NNN.png (the strip) and serial_NNN.gif (the animation)
+and prints the paths. Each image draws its own
 decoding noise (seeded by `inpaint.seed` and its serial), so its pictures are byte for byte those the `inpaint`
 stage draws for the serials in `inpaint.picture_serials`.
 """
@@ -13,12 +14,15 @@ import time
 
 import numpy as np
 
+from model.blend import blender
+
 from pipeline.config import check_point, cli, run
 from pipeline.decoding import check_serials, decode, load_inputs
-from pipeline.files import atomic_file, require, save_png
+from pipeline.files import atomic_file, require, save_gif, save_png
 from pipeline.paths import RESULTS, TEST
+from pipeline.pictures import decoding_frames
 from pipeline.schema import config_name
-from pipeline.runtime import pick_device
+from pipeline.vqgan_loader import decode_images
 
 SHOWN = RESULTS.parent / "show"
 
@@ -39,14 +43,19 @@ def main(argv: list[str] | None = None) -> None:
     check_serials(a.serials, count, "show")
     serials = list(dict.fromkeys(a.serials))
     t0 = time.time()
-    inputs = load_inputs(cfg, pick_device(cfg["device"]))
-    _, pictures = decode(inputs, cfg["inpaint"], schedule, T, sweet_spot, serials, serials)
+    inputs = load_inputs(cfg)
+    tokens, pictures = decode(inputs, schedule, T, sweet_spot, serials, serials)
+    raw = decode_images(inputs.model.vqgan, tokens, cfg["inpaint"]["batch_size"])
+    composite = blender(cfg["inpaint"]["blend"], inputs.mask64[serials])(raw, inputs.masked[serials])
     folder = SHOWN / config_name(schedule, T, sweet_spot)
     folder.mkdir(parents=True, exist_ok=True)
-    for s in serials:
+    for i, s in enumerate(serials):
+        picture, masks, steps = pictures[s]
         with atomic_file(folder / f"serial_{s:03d}.png") as tmp:
-            save_png(pictures[s], tmp)
+            save_png(picture, tmp)
+        save_gif(decoding_frames(inputs.masked[s], masks, steps, composite[i]), folder / f"serial_{s:03d}.gif")
         print(folder / f"serial_{s:03d}.png")
+        print(folder / f"serial_{s:03d}.gif")
     print(f"show: {len(serials)} serial(s) decoded with {schedule}, T={T}, sweet spot {sweet_spot} "
           f"in {time.time() - t0:.1f} s (top row: the latent mask at every iteration; bottom: the predicted image)")
 

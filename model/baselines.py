@@ -13,6 +13,15 @@ def opencv_inpaint(masked: np.ndarray, mask64: np.ndarray, method: str, radius: 
     return np.stack([cv2.inpaint(img, hole, radius, flag) for img, hole in zip(masked, holes)])
 
 
+def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarray:
+    """Masked images as the VQGAN encoder is to see them: grey, as given; telea or ns, the holes first
+    filled by OpenCV. The encoder's receptive field spans the image (its attention at 16x16 too), so grey
+    holes change the tokens of known patches as well; a fill leaves more of them the image's own, which on
+    the CPU lowered the raw decode's FID but not the composite's, and both when only the decoder got them
+    (`tokens.decode_prefill`; docs/studies.md)."""
+    return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
+
+
 def hole_psnr(pred: np.ndarray, gt: np.ndarray, mask64: np.ndarray) -> float:
     """PSNR over the hole pixels only, all images pooled."""
     holes = mask64 == 0

@@ -177,6 +177,15 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
 
 
+def save_gif(frames: list[np.ndarray], path: str | Path, frame_ms: int = 400, hold_ms: int = 1500) -> None:
+    """An animated GIF that loops, each frame shown `frame_ms` and the first and last `hold_ms`, written whole
+    or not at all."""
+    pictures = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    durations = [hold_ms] + [frame_ms] * (len(frames) - 2) + [hold_ms] if len(frames) > 1 else [hold_ms]
+    with atomic_file(path) as tmp:
+        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+
+
 def numbered_paths(count: int, folder: Path, prefix: str) -> list[Path]:
     """folder/{prefix}_{i}.png for i < count, i zero-padded to at least 3 digits (the lab's image_000.png)."""
     width = max(3, len(str(count - 1)))

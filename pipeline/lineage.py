@@ -8,7 +8,8 @@ before any work:
 - an input whose stage, or any stage before it, read a file that has changed since, or ran with other
   parameters than those in force now: what `dvc status` calls changed, judged by content, so hand-run stages
   are held to it too.
-Each error says which stage to rerun.
+Each error says which stage to rerun. Without parameters (`Lineage(None)`, for a folder of trained models
+copied out of its workspace) only the first check is made, the file named by its place in its folder.
 """
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ def rerun(stage: str) -> str:
 class Lineage:
     """The inputs a stage or command has read, each checked, and the record a stage writes beside its outputs."""
 
-    def __init__(self, cfg: dict):
-        """`cfg`: the parameters in force."""
+    def __init__(self, cfg: dict | None):
+        """`cfg`: the parameters in force; None: check each file against its own folder's record only."""
         self.cfg = cfg
         self.inputs: dict[str, str] = {}  # path → sha256, of every file read
         self._digests: dict[str, str | None] = {}
@@ -94,10 +95,16 @@ class Lineage:
                               f"rerun the `{stage}` stage")
         folder, record = found
         name = path.as_posix()
-        if record["files"].get(name) != self.digest(name):
+        if self.cfg is None:  # the folder may have moved: its record names the file by its old place
+            inside = "/" + path.relative_to(folder).as_posix()
+            wrote = min((k for k in record["files"] if k.endswith(inside)), key=len, default=None)
+        else:
+            wrote = name
+        if record["files"].get(wrote) != self.digest(name):
             raise ConfigError(f"{path} is not the file the `{record.get('stage', stage)}` stage wrote (changed, "
                               f"truncated or replaced since): rerun `{record.get('stage', stage)}`")
-        self._check_current(folder, record)
+        if self.cfg is not None:
+            self._check_current(folder, record)
         self.inputs[name] = self.digest(name)
         return path
 

@@ -1,4 +1,5 @@
-"""The pictures a report shows: grids of images, and the decoding of one image step by step."""
+"""The pictures a report shows: grids of images, and the decoding of one image step by step, as a strip and as
+the frames of an animation."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,3 +32,13 @@ def decoding_picture(masked, gt, masks, step_images) -> np.ndarray:
     bottom = [gt if gt is not None else masked] + list(step_images) + [blank]
     grid = image_grid([np.stack(top), np.stack(bottom)])
     return grid.repeat(2, 0).repeat(2, 1)  # 2x, nearest: readable at a glance
+
+
+def decoding_frames(masked, masks, step_images, final=None) -> list[np.ndarray]:
+    """The decoding as frames of [input | latent mask | image], at 2x: the mask before step 1 beside the input,
+    then the mask after each step beside the image predicted at that step, then (`final`, e.g. the composite)
+    beside the last mask."""
+    images = [masked] + list(step_images) + ([] if final is None else [final])
+    masks = list(masks) + ([masks[-1]] if final is not None else [])
+    return [image_grid([np.stack([masked, upscale_mask(m), image])]).repeat(2, 0).repeat(2, 1)
+            for m, image in zip(masks, images)]

@@ -231,8 +231,15 @@ def readme(rows, headline, best, primary, fid_available, seconds, samples, blend
             "Top row: the masked input, then the latent (16x16 token) mask before the first step and after "
             "every step (black = still masked). Bottom row: the ground truth, then the image decoded from the "
             "predicted tokens at every step.", ""]
+    animation = next((pic for r in rows if r["name"] == samples for pic in r.get("pictures", [])
+                      if pic.endswith(".gif")), None)
+    if animation:
+        out += [f"**{samples}** `{Path(animation).stem}`, as it decodes (the input, the latent mask, the image "
+                f"predicted at each step, then the composite):  \n![{samples} {Path(animation).stem} "
+                f"animated]({animation})\n"]
     for r in rows:
         for pic in r.get("pictures", []):
-            out.append(f"**{r['name']}** `{Path(pic).stem}`  \n![{r['name']} {Path(pic).stem}]({pic})\n")
+            if pic.endswith(".png"):
+                out.append(f"**{r['name']}** `{Path(pic).stem}`  \n![{r['name']} {Path(pic).stem}]({pic})\n")
     out += ["", f"Evaluation took {seconds:.0f} s."]
     return "\n".join(out) + "\n"

@@ -105,7 +105,7 @@ def configurations(scores: InceptionScores, folders: list[Path], mask64, gt) -> 
                      **scored(scores, comp, f"{s['name']} composite", "composite"),
                      "hole_psnr": None if gt is None else round(hole_psnr(comp, gt, mask64), 3),
                      "decode_seconds": s["decode_seconds"], "images_per_s": s["images_per_s"],
-                     "pictures": sorted(str(p) for p in (out / "pictures").glob("*.png"))})
+                     "pictures": sorted(str(p) for p in (out / "pictures").glob("serial_*"))})
     return rows
 
 

@@ -5,8 +5,8 @@ into results/inpaint/headline/; `--schedule S --T N --sweet-spot K` runs one poi
 results/inpaint/S-TN-sK/; `--sweep` runs every point of the `sweep` grid in one process (models loaded
 once), `--sweep --headline` the headline too (what `run_all` uses). Each folder gets raw/image_000.png …
 (the VQGAN decode), composite/image_000.png … (the decoded holes put into the input as `inpaint.blend`
-says), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png (the latent mask and the predicted
-image at every iteration) and summary.json.
+says), raw.npy, composite.npy, tokens.npy, pictures/serial_NNN.png and .gif (the latent mask and the predicted
+image at every iteration, as a strip and as an animation) and summary.json.
 """
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ import torch
 from pipeline.config import check_point, cli, run
 from pipeline.schema import config_name, headline_point, sweep_points
 from pipeline.decoding import DecodeInputs, check_serials, decode, load_inputs
-from pipeline.files import atomic_dir, check_writable, save_json, save_numbered_pngs, save_png, write_resolved
+from pipeline.files import atomic_dir, check_writable, save_gif, save_json, save_numbered_pngs, save_png, write_resolved
 from pipeline.paths import RESULTS
-from pipeline.runtime import pick_device, resolve_precision
+from pipeline.pictures import decoding_frames
+from pipeline.runtime import resolve_precision
 from pipeline.vqgan_loader import decode_images
 
 
 def warm_up(inputs: DecodeInputs, batch_size: int) -> None:
     """Untimed passes at every batch shape on a GPU, so no configuration's time holds the warm-up."""
-    n = len(inputs.masked_tokens)
+    n, model = len(inputs.masked_tokens), inputs.model
     for size in {min(batch_size, n), n % batch_size or batch_size}:
-        with torch.inference_mode(), inputs.autocast():
-            inputs.transformer(inputs.masked_tokens[:size])
-        decode_images(inputs.vqgan, inputs.masked_tokens[:size], batch_size)
+        with torch.inference_mode(), model.autocast():
+            model.transformer(inputs.masked_tokens[:size])
+        decode_images(model.vqgan, inputs.masked_tokens[:size], batch_size)
 
 
 def stage_of(name: str) -> str:
@@ -41,13 +42,12 @@ def stage_of(name: str) -> str:
 
 
 def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: int, name: str) -> dict:
-    p, device, masked = cfg["inpaint"], inputs.device, inputs.masked
-    serials = p["picture_serials"]
+    p, device, masked = cfg["inpaint"], inputs.model.device, inputs.masked
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.time()
-    tokens, pictures = decode(inputs, p, schedule, T, sweet_spot, list(range(len(masked))), serials)
-    raw = decode_images(inputs.vqgan, tokens, p["batch_size"])
+    tokens, pictures = decode(inputs, schedule, T, sweet_spot, list(range(len(masked))), p["picture_serials"])
+    raw = decode_images(inputs.model.vqgan, tokens, p["batch_size"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = {"decode": time.time() - t0}
@@ -63,8 +63,9 @@ def inpaint(cfg: dict, inputs: DecodeInputs, schedule: str, T: int, sweet_spot: 
         np.save(out / "composite.npy", comp)
         np.save(out / "tokens.npy", tokens.cpu().numpy().astype(np.int16))
         (out / "pictures").mkdir()
-        for s, picture in pictures.items():
+        for s, (picture, masks, steps) in pictures.items():
             save_png(picture, out / "pictures" / f"serial_{s:03d}.png")
+            save_gif(decoding_frames(masked[s], masks, steps, comp[s]), out / "pictures" / f"serial_{s:03d}.gif")
         seconds["write"] = time.time() - t0
         # decode_seconds times the decoding and its pictures; the other *_seconds say where the rest goes
         summary = {"name": name, "schedule": schedule, "T": T, "sweet_spot": sweet_spot,
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         points = [(schedule, T, sweet_spot, config_name(schedule, T, sweet_spot))]
     check_writable(*(RESULTS / name for *_, name in points))
     t0 = time.time()
-    inputs = load_inputs(cfg, pick_device(cfg["device"]))
+    inputs = load_inputs(cfg)
     check_serials(cfg["inpaint"]["picture_serials"], len(inputs.masked), "inpaint.picture_serials")
-    if inputs.device.type == "cuda":
+    if inputs.model.device.type == "cuda":
         warm_up(inputs, cfg["inpaint"]["batch_size"])
     print(f"inpaint: models and test inputs loaded in {time.time() - t0:.1f} s")
     done = {}

@@ -13,36 +13,15 @@ import shutil
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from model.baselines import opencv_inpaint
+from model.baselines import prefilled
 from model.masking import token_mask_from_pixels
-from model.vqgan import VQGAN, normalize
 from pipeline.config import cli, run
 from pipeline.files import atomic_dir, check_writable, write_resolved
 from pipeline.lineage import Lineage
-from pipeline.vqgan_loader import load_vqgan
+from pipeline.vqgan_loader import encode_images, load_vqgan
 from pipeline.paths import PREPARED, TOKENS as OUT
 from pipeline.runtime import pick_device
-
-
-@torch.inference_mode()
-def token_cache(model: VQGAN, images: np.ndarray, batch_size: int, device, desc: str) -> np.ndarray:
-    """uint8 images (N, 64, 64, 3) → int16 token indices (N, 256), in batches."""
-    out = np.empty((len(images), model.cfg.latent_resolution**2), np.int16)
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, mininterval=2.0):
-        x = normalize(torch.from_numpy(images[i:i + batch_size]).to(device))
-        out[i:i + batch_size] = model.encode(x)[1].cpu().numpy().astype(np.int16)
-    return out
-
-
-def prefilled(masked: np.ndarray, mask64: np.ndarray, prefill: str) -> np.ndarray:
-    """The masked test images as the encoder is to see them: grey, as given; telea or ns, the holes first
-    filled by OpenCV. The encoder's receptive field spans the image (its attention at 16x16 too), so grey
-    holes change the tokens of known patches as well; a fill leaves more of them the image's own, which on
-    the CPU lowered the raw decode's FID but not the composite's, and both when only the decoder got them
-    (`decode_prefill`; docs/studies.md)."""
-    return masked if prefill == "grey" else opencv_inpaint(masked, mask64, prefill)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         arrays["test_gt"] = prepared("test/gt.npy")
     with atomic_dir(OUT) as out:
         for name, images in arrays.items():
-            np.save(out / f"{name}.npy", token_cache(model, images, bs, device, name))
+            np.save(out / f"{name}.npy", encode_images(model, images, bs, progress=name).astype(np.int16))
         if decode_prefill == prefill:
             shutil.copy(out / "test_masked.npy", out / "test_known.npy")
         np.save(out / "test_mask.npy", token_mask_from_pixels(torch.from_numpy(mask64)).numpy())

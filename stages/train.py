@@ -33,10 +33,12 @@ from pipeline.runtime import autocast_for, compile_blocks, pick_device, resolve_
 
 
 def stage1_codebook(p: dict, lineage: Lineage) -> torch.Tensor | None:
-    """Stage 1's codebook, where the token embeddings start from it (`train.tok_init: codebook`)."""
+    """Stage 1's codebook, where the token embeddings start from it (`train.tok_init: codebook`). Its weights
+    are read (recorded) either way: they name the stage 1 this transformer's tokens belong to."""
+    weights = lineage.read(VQGAN / "vqgan.pt", "vqgan")
     if p["tok_init"] != "codebook":
         return None
-    weights = torch.load(lineage.read(VQGAN / "vqgan.pt", "vqgan"), map_location="cpu", weights_only=True)
+    weights = torch.load(weights, map_location="cpu", weights_only=True)
     return weights["codebook.embedding.weight"]
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -77,6 +78,19 @@ def test_repro_then_experiment_on_the_headline(tmp_path):
             "fid_reference", "evaluate"} <= ran_stages(out)
     assert (clone / "reports" / "metrics.json").exists() and (clone / "reports" / "README.md").exists()
     sh("git add -A && git commit -qm baseline", clone)
+    # another kind of test hole makes another test set only: prepare and tokens rerun and write the same train and
+    # val outputs, so neither training stage (nor the FID reference of the same images) is out of date
+    params = clone / "params.yaml"
+    params.write_text(params.read_text().replace("masks: brush", "masks: outpaint"))
+    sh("dvc repro -s prepare && dvc repro -s tokens && dvc status --json > status.json", clone)
+    status = json.loads((clone / "status.json").read_text())
+    assert not {"vqgan", "train", "fid_reference"} & set(status), status
+    assert {"inpaint_headline", "inpaint@cosine-2-0", "evaluate"} <= set(status), status
+    known = np.load(clone / "data" / "prepared" / "test" / "mask64.npy") == 255
+    for region in known:  # outpaint: the known part of every test image is one rectangle
+        ys, xs = np.nonzero(region)
+        assert region.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) < region.size
+    sh("git checkout -q params.yaml dvc.lock && dvc checkout --force -q", clone)
     # an edit of stage 2's training loop reruns stage 2 and what reads its model, but no decode stage is out of
     # date before that: their own code and inputs did not change
     for path in ("stages/train.py", "model/mvtm.py"):
