@@ -231,14 +231,21 @@ def decode_rgb(path: Path) -> np.ndarray:
     return decode_image(path)[0]
 
 
-def decode_mask(path: Path) -> np.ndarray:
-    """A lab mask: 64x64 greyscale, 0 = hole, 255 = known, nothing else."""
+def decode_grey(path: Path) -> np.ndarray:
+    """A mask image as uint8 greyscale (H, W), or a ConfigError naming the file."""
     try:
         with Image.open(path) as im:
             im.load()
-            m = np.asarray(_to_8bit(im).convert("L"))
-    except (OSError, SyntaxError, ValueError) as e:
+            return np.asarray(_to_8bit(im).convert("L"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: mask file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ConfigError(f"{path}: not a decodable mask image ({str(e)[:120] or type(e).__name__})") from None
+
+
+def decode_mask(path: Path) -> np.ndarray:
+    """A lab mask: 64x64 greyscale, 0 = hole, 255 = known, nothing else."""
+    m = decode_grey(path)
     if m.shape != (64, 64):
         raise ConfigError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, expected 64x64")
     odd = np.setdiff1d(np.unique(m), (0, 255))

@@ -51,8 +51,11 @@ class Project:
         shutil.copy(REPO / "params.yaml", root / "params.yaml")
 
     @staticmethod
-    def module(stage: str) -> str:
-        return f"{'commands' if (REPO / 'commands' / f'{stage}.py').is_file() else 'stages'}.{stage}"
+    def module(name: str) -> str:
+        """A stage by its name, a command by its name where no stage has it, or any module by its dotted name."""
+        if "." in name:
+            return name
+        return f"{'stages' if (REPO / 'stages' / f'{name}.py').is_file() else 'commands'}.{name}"
 
     def run(self, stage: str, *overrides: str, args=(), check: bool = True, timeout: int = 900):
         cmd = [sys.executable, "-m", self.module(stage)] + [a for o in overrides for a in ("-S", o)] + list(args)
