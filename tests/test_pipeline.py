@@ -211,6 +211,11 @@ def test_run_all_produces_the_report(tiny_project, monkeypatch):
     # The samples figure: the first 8 test images through the best configuration, beside the inputs.
     best = metrics["best"]["name"]
     assert f"![samples of {best}](samples.png)" in (reports / "README.md").read_text()
+    # the report animates the decoding of the configuration it shows, and only that one
+    assert sorted(p.parent.name for p in (reports / "pictures").glob("*/serial_*.gif")) == [best, best]
+    assert f"](pictures/{best}/serial_000.gif)" in (reports / "README.md").read_text()
+    animation = Image.open(reports / "pictures" / best / "serial_000.gif")
+    assert animation.n_frames >= 2 and animation.info["loop"] == 0
     picture = np.asarray(Image.open(reports / "samples.png").convert("RGB"))
     assert picture.shape == (2 * (5 * 66 + 2), 2 * (8 * 66 + 2), 3)
     test = tiny_project.path("data", "prepared", "test")
