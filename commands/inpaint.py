@@ -19,51 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from model.masking import border_hole, box_hole
-from pipeline import sources
+from pipeline import holes
 from pipeline.config import ConfigError, check_point, cli, run
 from pipeline.files import atomic_file, check_writable, save_gif, save_png
 from pipeline.pictures import decoding_frames, decoding_picture
-
-SIZE = 64
-
-
-def centre_square(array: np.ndarray) -> np.ndarray:
-    h, w = array.shape[:2]
-    s = min(h, w)
-    return array[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as 64x64 RGB (`prepare`'s centre crop and resize), or a ConfigError naming it."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: image file not found")
-    try:
-        image, _ = sources.decode_image(path)
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}; expected an image Pillow reads (PNG, JPEG, …), at least "
-                          f"{sources.MIN_SIDE}x{sources.MIN_SIDE}") from None
-    h, w = image.shape[:2]
-    if (h, w) != (SIZE, SIZE):
-        print(f"inpaint: {path} is {w}x{h}: centre-cropped to {min(h, w)}x{min(h, w)} and resized to 64x64")
-    return sources.to_64(image)
-
-
-def mask_file_hole(path: Path) -> np.ndarray:
-    """The hole of a mask image: black (below 128) = hole, centre-cropped and resized by nearest neighbour."""
-    grey = sources.decode_grey(path)
-    odd = int(((grey != 0) & (grey != 255)).sum())
-    if odd:
-        print(f"warning: --mask {path}: {odd} of {grey.size} pixels were neither black nor white; thresholded "
-              "at 128 (below: hole)")
-    known = Image.fromarray(np.where(centre_square(grey) < 128, 0, 255).astype(np.uint8))
-    hole = np.asarray(known.resize((SIZE, SIZE), Image.Resampling.NEAREST)) == 0
-    if not hole.any():
-        raise ConfigError(f"--mask {path}: no hole (no pixel below 128 once resized to 64x64); expected black "
-                          "where the image is to be generated and white where it is kept")
-    return hole
 
 
 def box_from(text: str) -> np.ndarray:
@@ -71,23 +31,21 @@ def box_from(text: str) -> np.ndarray:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--box {text}: expected four integers X,Y,W,H, e.g. --box 16,16,32,32") from None
-    if min(w, h) < 1 or min(x, y) < 0 or x + w > SIZE or y + h > SIZE:
-        raise ConfigError(f"--box {text}: outside the 64x64 image; expected X, Y from 0, W, H from 1, and X+W, "
-                          "Y+H at most 64")
-    return box_hole(x, y, w, h, SIZE)
+    return holes.box(x, y, w, h, f"--box {text}")
 
 
 def hole_from(a) -> np.ndarray:
     """The one hole the command line gives, bool 64x64."""
     if a.mask:
-        return mask_file_hole(a.mask)
+        hole, warning = holes.mask_file_hole(a.mask, f"--mask {a.mask}")
+        if warning:
+            print(f"warning: {warning}")
+        return hole
     if a.box:
         return box_from(a.box)
     if a.outpaint is not None:
-        if not 1 <= a.outpaint <= SIZE // 2 - 1:
-            raise ConfigError(f"--outpaint {a.outpaint}: expected a border of 1 to {SIZE // 2 - 1} pixels")
-        return border_hole(a.outpaint, SIZE)
-    return np.ones((SIZE, SIZE), bool)
+        return holes.border(a.outpaint, f"--outpaint {a.outpaint}")
+    return np.ones((holes.SIZE, holes.SIZE), bool)
 
 
 def names_of(paths: list[Path]) -> list[str]:
@@ -118,7 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     sweet_spot = a.sweet_spot if a.sweet_spot is not None else cfg["sweet_spot"]
     check_point(schedule, T, sweet_spot)
     hole = hole_from(a)
-    images = np.stack([read_image(p) for p in a.images])
+    images = []
+    for path in a.images:
+        image, note = holes.read_image(path)
+        images.append(image)
+        if note:
+            print(f"inpaint: {note}")
+    images = np.stack(images)
     names = names_of(a.images)
     check_writable(*(a.out / f"{n}_input.png" for n in names))
 
