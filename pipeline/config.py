@@ -221,15 +221,14 @@ def check(cfg: dict) -> None:
     _check_device(cfg["device"])
 
 
-def check_point(schedule, T, sweet_spot, where: str | None = None) -> None:
-    """A decoding configuration given on a command line (--schedule, --T, --sweet-spot) or a page (`where` then
-    opens the message), as the schema takes it."""
+def check_point(schedule, T, sweet_spot) -> None:
+    """A decoding configuration given on a command line (--schedule, --T, --sweet-spot), as the schema takes it."""
     point = {"schedule": schedule, "T": T, "sweet_spot": sweet_spot}
     try:
         Point.model_validate(point)
     except ValidationError as e:
-        where = where or f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: "
-        raise ConfigError(f"{where}{first_error(e, point, Point)}") from None
+        raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: "
+                          f"{first_error(e, point, Point)}") from None
 
 
 def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tuple[dict, argparse.Namespace]:
