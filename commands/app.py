@@ -108,10 +108,7 @@ class Page:
         """Decode the chosen image and hole with the chosen settings; a ConfigError is a sentence for the page."""
         t0 = time.perf_counter()
         T, sweet_spot = whole_number(T, "T"), whole_number(sweet_spot, "The sweet spot")
-        try:
-            check_point(schedule, T, sweet_spot)
-        except ConfigError as e:  # the message without the command line's flags
-            raise ConfigError(str(e).split(": ", 1)[1]) from None
+        check_point(schedule, T, sweet_spot, where="")
         image, key, own = self.image(source, serial, upload)
         hole = self.hole(kind, box, pixels, editor, own)
         out = self.model.inpaint(image[None], hole[None], schedule, T, sweet_spot, keys=[key], confidence=confidence,

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from model.choices import MASK_KINDS
 from model.mask_schedule import mask_schedule
 
+GREY = 128  # a hole pixel's value in a masked image, the lab's
+
 
 def token_mask_from_pixels(mask64: torch.Tensor) -> torch.Tensor:
     """The lab rule. mask64: (B, 64, 64) with 1 = known, 0 = hole (or 0/255 uint8).

@@ -221,14 +221,15 @@ def check(cfg: dict) -> None:
     _check_device(cfg["device"])
 
 
-def check_point(schedule, T, sweet_spot) -> None:
-    """A decoding configuration given on a command line (--schedule, --T, --sweet-spot), as the schema takes it."""
+def check_point(schedule, T, sweet_spot, where: str | None = None) -> None:
+    """A decoding configuration, as the schema takes it; its error opens with `where` (default: the command
+    line's --schedule, --T and --sweet-spot)."""
     point = {"schedule": schedule, "T": T, "sweet_spot": sweet_spot}
     try:
         Point.model_validate(point)
     except ValidationError as e:
-        raise ConfigError(f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: "
-                          f"{first_error(e, point, Point)}") from None
+        where = f"--schedule {schedule} --T {T} --sweet-spot {sweet_spot}: " if where is None else where
+        raise ConfigError(f"{where}{first_error(e, point, Point)}") from None
 
 
 def cli(description: str, extra_args=None, argv: list[str] | None = None) -> tuple[dict, argparse.Namespace]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from model.baselines import prefilled
 from model.blend import blender
 from model.iterative_decode import image_generators, iterative_decode
-from model.masking import token_mask_from_pixels
+from model.masking import GREY, token_mask_from_pixels
 from model.transformer import BidirectionalTransformer
 from model.vqgan import VQGAN
 from pipeline.config import ConfigError, check, check_point, load
@@ -25,8 +25,6 @@ from pipeline.runtime import autocast_for, pick_device
 from pipeline.schema import Inpaint, first_error
 from pipeline.transformer_loader import load_transformer
 from pipeline.vqgan_loader import decode_images, encode_images, load_vqgan
-
-GREY = 128  # the value of a hole pixel in a masked image, as `prepare` writes the test set
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.masking import generated_masks, token_mask_from_pixels
+from model.masking import GREY, generated_masks, token_mask_from_pixels
 from model.synthetic import synthetic_faces
 from pipeline import sources
 from pipeline.config import ConfigError, cli, run
@@ -80,7 +80,7 @@ def test_set_from_images(gt: np.ndarray, data: dict) -> dict:
     masks = generated_masks(data["masks"], len(gt), seed=data["seed"] + 1,
                             hole_range=(data["hole_min"], data["hole_max"]))
     masked = gt.copy()
-    masked[masks == 0] = 128
+    masked[masks == 0] = GREY
     return {"masked": masked, "mask64": masks, "gt": gt}
 
 

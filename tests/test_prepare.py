@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import CATS64, LAB_SAMPLE, needs_cats64, needs_lab_sample
-from model.masking import brush_masks, generated_masks, token_mask_from_pixels
+from model.masking import generated_masks, token_mask_from_pixels
 from pipeline import sources
 from pipeline.files import load_png
 
@@ -444,7 +444,3 @@ def test_each_kind_of_test_hole_is_what_it_says_within_the_hole_range(kind):
         assert all(kind in k for k in found)
     assert np.array_equal(generated_masks(kind, 60, seed=3, hole_range=(0.2, 0.3)), masks)
     assert not np.array_equal(generated_masks(kind, 60, seed=4, hole_range=(0.2, 0.3)), masks)
-
-
-def test_the_default_test_holes_are_the_brush_strokes_they_were():
-    assert np.array_equal(generated_masks("brush", 5, seed=1), brush_masks(5, seed=1))
